@@ -1,0 +1,155 @@
+"""A thin wrapper over one DB-API connection: the only place that talks to a driver.
+
+It converts placeholders for the dialect, hands out time-ordered ids from blocks reserved in the
+database (hi/lo), translates lost races into :class:`StoreConflict`, and can record every statement
+it runs. ``giftflow bench`` uses that recording to replay exactly giftflow's SQL with bare driver
+calls, so that the baseline measures the same work without giftflow's code.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+import psycopg.errors
+
+from giftflow.adapters.sql.dialects import Dialect
+from giftflow.ledger.ports import StoreConflict
+
+ID_BLOCK_SIZE = 4096
+"""Ids per block reserved from the database; ids inside a block increase with time."""
+
+Trace = list[tuple[str, str, Any]]
+"""Recorded statements: ``(kind, sql, parameters)`` with kind ``execute`` or ``executemany``."""
+
+_CONFLICTS: tuple[type[Exception], ...] = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.LockNotAvailable,
+)
+
+
+def _is_conflict(error: Exception) -> bool:
+    if isinstance(error, _CONFLICTS):
+        return True
+    if isinstance(error, sqlite3.OperationalError):
+        message = str(error)
+        return "locked" in message or "busy" in message
+    if isinstance(error, sqlite3.IntegrityError):
+        return "UNIQUE constraint failed" in str(error)
+    return False
+
+
+class IdBlock:
+    """The block of ids a connection (SQLite) or a whole process (PostgreSQL) hands out from.
+
+    PostgreSQL sequences ignore rollbacks, so one block can serve every pooled connection of a
+    process, which keeps ids in time order. SQLite reserves a block inside the transaction, so
+    each connection has its own and gives it up when that transaction rolls back.
+    """
+
+    def __init__(self) -> None:
+        self.next_id = 0
+        self.end_id = 0
+        self.lock = threading.Lock()
+
+
+class Db:
+    """One connection, used by one thread at a time."""
+
+    def __init__(self, raw: Any, dialect: Dialect,  # noqa: ANN401 -- either driver
+                 ids: IdBlock | None = None) -> None:
+        self.raw = raw
+        self.dialect = dialect
+        self.trace: Trace | None = None
+        self._sql: dict[str, str] = {}
+        self._ids = ids or IdBlock()
+        self._block_in_transaction = False
+        self._in_transaction = False
+
+    def _convert(self, sql: str) -> str:
+        converted = self._sql.get(sql)
+        if converted is None:
+            converted = sql if self.dialect.name == "sqlite" else sql.replace("?", "%s")
+            self._sql[sql] = converted
+        return converted
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement and return its rows (empty for statements without rows)."""
+        if self.trace is not None:
+            self.trace.append(("execute", sql, tuple(params)))
+        try:
+            if self.dialect.name == "sqlite":
+                cursor = self.raw.execute(sql, params)
+            else:  # psycopg reads '%' as a placeholder whenever parameters are given
+                cursor = self.raw.execute(self._convert(sql), params or None)
+            return list(cursor.fetchall()) if cursor.description is not None else []
+        except (sqlite3.Error, psycopg.Error) as error:
+            if _is_conflict(error):
+                raise StoreConflict(str(error)) from error
+            raise
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for each row of parameters."""
+        rows = list(rows)
+        if not rows:
+            return
+        if self.trace is not None:
+            self.trace.append(("executemany", sql, rows))
+        try:
+            if self.dialect.name == "sqlite":
+                self.raw.executemany(sql, rows)
+            else:
+                with self.raw.cursor() as cursor:
+                    cursor.executemany(self._convert(sql), rows)
+        except (sqlite3.Error, psycopg.Error) as error:
+            if _is_conflict(error):
+                raise StoreConflict(str(error)) from error
+            raise
+
+    def begin(self) -> None:
+        """Start a write transaction (``BEGIN IMMEDIATE`` takes SQLite's write lock at once)."""
+        self.execute(self.dialect.begin)
+        self._in_transaction = True
+
+    def commit(self) -> None:
+        """Commit the transaction."""
+        self.execute("COMMIT")
+        self._in_transaction = False
+        self._block_in_transaction = False
+
+    def rollback(self) -> None:
+        """Roll back; an id block reserved inside the transaction is given up with it."""
+        self._in_transaction = False
+        if self._block_in_transaction:
+            self._ids.next_id = self._ids.end_id = 0
+            self._block_in_transaction = False
+        try:
+            self.execute("ROLLBACK")
+        except (sqlite3.Error, psycopg.Error, StoreConflict):
+            # Nothing to roll back (the server already ended the transaction); the
+            # connection is usable again either way.
+            return
+
+    def next_id(self) -> int:
+        """A new unique id, increasing within this connection."""
+        ids = self._ids
+        with ids.lock:
+            if ids.next_id >= ids.end_id:
+                block = self.execute(self.dialect.take_id_block,
+                                     (time.time_ns() // 1_000_000,))[0][0]
+                ids.next_id = int(block) * ID_BLOCK_SIZE
+                ids.end_id = ids.next_id + ID_BLOCK_SIZE
+                self._block_in_transaction = self._in_transaction
+            value = ids.next_id
+            ids.next_id += 1
+            return value
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.raw.close()

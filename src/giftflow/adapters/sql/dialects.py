@@ -1,0 +1,183 @@
+"""The SQL that the ledger store issues, per dialect.
+
+Both dialects issue the same statements in the same order for an operation; only the way a list
+travels as one parameter differs (a JSON array read with ``json_each`` in SQLite, arrays in
+PostgreSQL). PostgreSQL also locks the touched accounts (``FOR UPDATE``) and takes a transaction
+advisory lock per idempotency key, so that a concurrent duplicate in another process is told
+``idempotency_in_progress`` instead of waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+_OPERATION_COLUMNS = ("id, scope, idem_key, kind, content_hash, status, response, actor, "
+                      "request_id, created_at_ms")
+_TRANSFER_COLUMNS = ("id, operation_id, ledger, debit_account_id, credit_account_id, amount, code, "
+                     "phase, pending_id, timeout_at_ms, actor, request_id, created_at_ms")
+_ACCOUNT_COLUMNS = ("id, ledger, owner, kind, allow_negative, posted, pending_debits, "
+                    "pending_credits")
+
+_RESOLVED = "EXISTS (SELECT 1 FROM transfers AS r WHERE r.pending_id = t.id)"
+
+_RECOMPUTE = f"""
+SELECT account_id, SUM(posted), SUM(pending_debits), SUM(pending_credits) FROM (
+    SELECT credit_account_id AS account_id, amount AS posted, 0 AS pending_debits,
+           0 AS pending_credits FROM transfers WHERE phase IN (0, 2)
+    UNION ALL SELECT debit_account_id, -amount, 0, 0 FROM transfers WHERE phase IN (0, 2)
+    UNION ALL SELECT debit_account_id, 0, amount, 0 FROM transfers AS t
+        WHERE phase = 1 AND NOT {_RESOLVED}
+    UNION ALL SELECT credit_account_id, 0, 0, amount FROM transfers AS t
+        WHERE phase = 1 AND NOT {_RESOLVED}
+) AS legs GROUP BY account_id
+"""
+
+_HISTORY = f"""
+SELECT * FROM (
+    SELECT * FROM (SELECT {_TRANSFER_COLUMNS} FROM transfers
+                   WHERE debit_account_id = ? AND id < ? ORDER BY id DESC LIMIT ?) AS d
+    UNION ALL
+    SELECT * FROM (SELECT {_TRANSFER_COLUMNS} FROM transfers
+                   WHERE credit_account_id = ? AND id < ? ORDER BY id DESC LIMIT ?) AS c
+) AS h ORDER BY id DESC LIMIT ?
+"""
+
+_EXPIRED = f"""
+SELECT t.id FROM transfers AS t
+WHERE t.phase = 1 AND t.timeout_at_ms IS NOT NULL AND t.timeout_at_ms <= ? AND NOT {_RESOLVED}
+ORDER BY t.timeout_at_ms LIMIT ?
+"""
+
+_BAD_LEGS = """
+SELECT t.id, t.operation_id FROM transfers AS t
+JOIN accounts AS d ON d.id = t.debit_account_id
+JOIN accounts AS c ON c.id = t.credit_account_id
+LEFT JOIN operations AS o ON o.id = t.operation_id
+WHERE d.ledger <> t.ledger OR c.ledger <> t.ledger OR t.amount <= 0
+   OR o.id IS NULL OR o.status <> 'succeeded'
+"""
+
+_DOUBLE_RESOLUTIONS = """
+SELECT pending_id, COUNT(*) FROM transfers WHERE pending_id IS NOT NULL
+GROUP BY pending_id HAVING COUNT(*) > 1
+"""
+
+_BAD_RESOLUTIONS = """
+SELECT r.id, r.pending_id FROM transfers AS r LEFT JOIN transfers AS p ON p.id = r.pending_id
+WHERE r.pending_id IS NOT NULL AND (
+    p.id IS NULL OR p.phase <> 1 OR p.ledger <> r.ledger
+    OR p.debit_account_id <> r.debit_account_id OR p.credit_account_id <> r.credit_account_id
+    OR r.amount > p.amount OR (r.phase = 3 AND r.amount <> p.amount))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """The statements of one SQL dialect."""
+
+    name: str
+    begin: str
+    load_keys: str
+    load_accounts: str
+    load_pendings: str
+    take_id_block: str
+    insert_ledger: str
+    insert_account: str
+    find_account: str
+    get_account: str
+    list_ledgers: str = "SELECT code, scale FROM ledgers ORDER BY code"
+    insert_operations: str = f"INSERT INTO operations ({_OPERATION_COLUMNS}) VALUES (?{', ?' * 9})"
+    insert_transfers: str = f"INSERT INTO transfers ({_TRANSFER_COLUMNS}) VALUES (?{', ?' * 12})"
+    update_balances: str = (
+        "UPDATE accounts SET posted = posted + ?, pending_debits = pending_debits + ?, "
+        "pending_credits = pending_credits + ? WHERE id = ?"
+    )
+    history: str = _HISTORY
+    expired_pending: str = _EXPIRED
+    all_accounts: str = f"SELECT {_ACCOUNT_COLUMNS} FROM accounts ORDER BY id"
+    recompute: str = _RECOMPUTE
+    bad_legs: str = _BAD_LEGS
+    double_resolutions: str = _DOUBLE_RESOLUTIONS
+    bad_resolutions: str = _BAD_RESOLUTIONS
+
+    def key_params(self, keys: Sequence[tuple[str, str]]) -> tuple[Any, ...]:
+        """The parameters of :attr:`load_keys` for ``(scope, key)`` pairs."""
+        if self.name == "sqlite":
+            return (orjson.dumps(keys).decode(),)
+        return ([scope for scope, _ in keys], [key for _, key in keys],
+                [lock_key(scope, key) for scope, key in keys])
+
+    def id_params(self, ids: Sequence[int]) -> tuple[Any, ...]:
+        """The parameters of a statement that takes a list of ids."""
+        if self.name == "sqlite":
+            return (orjson.dumps(ids).decode(),)
+        return (list(ids),)
+
+    def insert(self, table: str, columns: Sequence[str]) -> str:
+        """An INSERT for a domain row staged with an operation."""
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def lock_key(scope: str, key: str) -> int:
+    """A signed 64-bit advisory-lock key for an idempotency key."""
+    digest = blake2b(f"{scope}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    begin="BEGIN IMMEDIATE",
+    load_keys=(
+        "SELECT k.value ->> 0, k.value ->> 1, o.id, o.content_hash, o.status, o.response, 1 "
+        "FROM json_each(?) AS k LEFT JOIN operations AS o "
+        "ON o.scope = k.value ->> 0 AND o.idem_key = k.value ->> 1"
+    ),
+    load_accounts=(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
+    ),
+    load_pendings=(
+        "SELECT t.id, t.ledger, t.debit_account_id, t.credit_account_id, t.amount, "
+        f"t.timeout_at_ms, {_RESOLVED} FROM transfers AS t "
+        "WHERE t.phase = 1 AND t.id IN (SELECT value FROM json_each(?))"
+    ),
+    take_id_block="INSERT INTO id_blocks (taken_at_ms) VALUES (?) RETURNING id",
+    insert_ledger="INSERT INTO ledgers (code, scale) VALUES (?, ?) ON CONFLICT (code) DO NOTHING",
+    insert_account=(
+        "INSERT INTO accounts (id, ledger, owner, kind, allow_negative, created_at_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ledger, owner, kind) DO NOTHING"
+    ),
+    find_account=(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE ledger = ? AND owner = ? AND kind = ?"
+    ),
+    get_account=f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ?",
+)
+
+POSTGRESQL = Dialect(
+    name="postgresql",
+    begin="BEGIN",
+    load_keys=(
+        "SELECT k.scope, k.idem_key, o.id, o.content_hash, o.status, o.response, "
+        "pg_try_advisory_xact_lock(k.lock_key) "
+        "FROM unnest(?::text[], ?::text[], ?::bigint[]) AS k (scope, idem_key, lock_key) "
+        "LEFT JOIN operations AS o ON o.scope = k.scope AND o.idem_key = k.idem_key"
+    ),
+    load_accounts=(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(?::bigint[]) "
+        "ORDER BY id FOR UPDATE"
+    ),
+    load_pendings=(
+        "SELECT t.id, t.ledger, t.debit_account_id, t.credit_account_id, t.amount, "
+        f"t.timeout_at_ms, {_RESOLVED} FROM transfers AS t "
+        "WHERE t.phase = 1 AND t.id = ANY(?::bigint[])"
+    ),
+    take_id_block="SELECT nextval('id_blocks') + 0 * ?",
+    insert_ledger=SQLITE.insert_ledger,
+    insert_account=SQLITE.insert_account,
+    find_account=SQLITE.find_account,
+    get_account=SQLITE.get_account,
+)

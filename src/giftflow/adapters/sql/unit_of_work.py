@@ -1,0 +1,114 @@
+"""The SQL unit of work: loads what operations need, runs the engine, flushes at commit."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from giftflow.adapters.sql.db import Db
+from giftflow.invariants import invariant
+from giftflow.ledger import codes
+from giftflow.ledger.engine import AccountState, Engine, KeyRecord, Limits, PendingState
+from giftflow.ledger.model import Account, Failure, Insert, Operation, Result
+
+
+def account_from_row(row: Sequence[Any]) -> Account:
+    """An :class:`Account` from a row of the account columns."""
+    return Account(int(row[0]), row[1], row[2], row[3], bool(row[4]), int(row[5]), int(row[6]),
+                   int(row[7]))
+
+
+class SqlUnitOfWork:
+    """One transaction on one connection; rolls back unless committed."""
+
+    def __init__(self, db: Db, release: Callable[[], None], now_ms: Callable[[], int],
+                 limits: Limits) -> None:
+        self.db = db
+        self._release = release
+        self.engine = Engine(db.next_id, now_ms, limits)
+        self._busy_keys: set[tuple[str, str]] = set()
+        self._open = False
+
+    def __enter__(self) -> Self:
+        self.db.begin()
+        self._open = True
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        try:
+            if self._open:
+                self.rollback()
+        finally:
+            self._release()
+
+    def apply(self, operation: Operation) -> Result:
+        """Apply one operation inside this transaction."""
+        return self.apply_many((operation,))[0]
+
+    def apply_many(self, operations: Sequence[Operation]) -> list[Result]:
+        """Load keys, pending transfers and accounts in three statements, then apply in order."""
+        invariant(self._open, "apply needs an open unit of work")
+        self._load(operations)
+        busy = Failure(codes.IDEMPOTENCY_IN_PROGRESS,
+                       "an operation with this idempotency key is still running")
+        return [busy if (op.scope, op.key) in self._busy_keys else self.engine.apply(op)
+                for op in operations]
+
+    def _load(self, operations: Sequence[Operation]) -> None:
+        engine, dialect = self.engine, self.db.dialect
+        keys = list(dict.fromkeys(
+            scope_key for scope_key in ((op.scope, op.key) for op in operations)
+            if scope_key not in engine.keys and scope_key not in self._busy_keys))
+        if keys:
+            for scope, key, op_id, content_hash, status, response, locked in self.db.execute(
+                    dialect.load_keys, dialect.key_params(keys)):
+                if not locked:
+                    self._busy_keys.add((scope, key))
+                else:
+                    engine.keys[scope, key] = None if op_id is None else KeyRecord(
+                        int(op_id), bytes(content_hash), status, response)
+        pending_ids = list({pending_id for op in operations for pending_id in engine.pending_ids(op)
+                            if pending_id not in engine.pendings})
+        if pending_ids:
+            for row in self.db.execute(dialect.load_pendings, dialect.id_params(pending_ids)):
+                engine.pendings[int(row[0])] = PendingState(
+                    int(row[0]), row[1], int(row[2]), int(row[3]), int(row[4]),
+                    None if row[5] is None else int(row[5]), bool(row[6]))
+        account_ids: set[int] = set()
+        for op in operations:
+            account_ids |= engine.account_ids(op)
+        account_ids.difference_update(engine.accounts)
+        if account_ids:
+            for row in self.db.execute(dialect.load_accounts,
+                                       dialect.id_params(sorted(account_ids))):
+                engine.accounts[int(row[0])] = AccountState(account_from_row(row))
+
+    def commit(self) -> None:
+        """Flush the staged rows and commit."""
+        invariant(self._open, "commit needs an open unit of work")
+        engine, dialect = self.engine, self.db.dialect
+        self.db.executemany(dialect.insert_operations, engine.operation_rows)
+        self.db.executemany(dialect.insert_transfers, engine.transfer_rows)
+        self.db.executemany(dialect.update_balances, (
+            (posted, pending_debits, pending_credits, account_id)
+            for account_id, (posted, pending_debits, pending_credits) in engine.deltas.items()
+            if posted or pending_debits or pending_credits))
+        self._flush_inserts(engine.inserts)
+        self.db.commit()
+        self._open = False
+
+    def _flush_inserts(self, inserts: list[Insert]) -> None:
+        by_shape: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
+        for insert in inserts:
+            columns = tuple(insert.row)
+            by_shape[insert.table, columns].append(tuple(insert.row.values()))
+        for (table, columns), rows in by_shape.items():
+            self.db.executemany(self.db.dialect.insert(table, columns), rows)
+
+    def rollback(self) -> None:
+        """Discard everything staged."""
+        self._open = False
+        self.db.rollback()
