@@ -41,6 +41,7 @@ class StoreOptions:
     sqlite_cache_size_kib: int = 262_144
     busy_timeout_ms: int = 30_000
     pool_connections_max: int = 8
+    connect_timeout_s: int = 10
     migrate: bool = True
 
 
@@ -70,6 +71,8 @@ class SqlStore:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         elif url.startswith(("postgresql:", "postgres:")):
             self._dialect = POSTGRESQL
+            # Fail fast with the server's own message instead of letting the pool retry quietly.
+            psycopg.connect(url, connect_timeout=self.options.connect_timeout_s).close()
             self._pool = ConnectionPool(
                 url, min_size=1, max_size=self.options.pool_connections_max,
                 kwargs={"autocommit": True}, open=True, name="giftflow")

@@ -1,0 +1,5 @@
+"""``python -m giftflow`` runs the command line."""
+
+from giftflow.cli import main
+
+main()

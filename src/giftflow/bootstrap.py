@@ -1,0 +1,40 @@
+"""The wiring module: the one place that picks adapters for the domains (cosmicpython style)."""
+
+from __future__ import annotations
+
+from giftflow.adapters.sql.store import SqlStore, StoreOptions
+from giftflow.ledger import GroupCommitSettings, Ledger, LedgerLimits
+from giftflow.ledger.engine import Limits
+from giftflow.settings import Settings
+
+
+def open_store(settings: Settings, *, migrate: bool = True) -> SqlStore:
+    """The store that ``settings`` names, migrated to the current schema unless told not to."""
+    options = StoreOptions(
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_cache_size_kib=settings.sqlite_cache_size_kib,
+        busy_timeout_ms=settings.busy_timeout_ms,
+        pool_connections_max=settings.pool_connections_max,
+        migrate=migrate,
+    )
+    limits = Limits(transfers_per_operation_max=settings.transfers_per_operation_max)
+    return SqlStore(settings.resolved_database_url, options, limits)
+
+
+def build_ledger(settings: Settings, store: SqlStore | None = None) -> Ledger:
+    """A ledger service over the configured store."""
+    limits = LedgerLimits(
+        batch_operations_max=settings.group_commit_batch_operations_max,
+        history_page_entries_max=settings.history_page_entries_max,
+        conflict_retries_max=settings.conflict_retries_max,
+    )
+    return Ledger(store or open_store(settings), limits)
+
+
+def group_commit_settings(settings: Settings) -> GroupCommitSettings:
+    """The group-commit bounds from ``settings``."""
+    return GroupCommitSettings(
+        batch_operations_max=settings.group_commit_batch_operations_max,
+        window_ms=settings.group_commit_window_ms,
+        queue_operations_max=settings.group_commit_queue_operations_max,
+    )

@@ -1,0 +1,148 @@
+"""The ``giftflow`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from giftflow.bootstrap import open_store
+from giftflow.ledger import verify
+from giftflow.settings import Settings
+
+app = typer.Typer(help="giftflow: the live-gifting economy.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+ledger_app = typer.Typer(help="Inspect and check the ledger.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks, each against a bare-SQL baseline from the same run.",
+                        no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(bench_app, name="bench")
+
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", envvar="GIFTFLOW_DATA_DIR", help="Data directory (default ./giftflow-data).")]
+DatabaseUrl = Annotated[str | None, typer.Option(
+    "--db", envvar="GIFTFLOW_DATABASE_URL",
+    help="Database URL: sqlite:///FILE or postgresql://… (default: SQLite in the data dir).")]
+
+
+class CliError(Exception):
+    """An expected failure, shown as a one-line message and exit code 2."""
+
+
+def load_settings(data_dir: Path | None, db: str | None) -> Settings:
+    """Settings from the environment, overridden by the command's options."""
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if db is not None:
+        overrides["database_url"] = db
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in error.errors())
+        raise CliError(f"invalid settings: {problems}") from error
+
+
+@app.command()
+def migrate(data_dir: DataDir = None, db: DatabaseUrl = None) -> None:
+    """Apply pending schema migrations (they also run automatically at start)."""
+    store = open_store(load_settings(data_dir, db), migrate=False)
+    try:
+        applied = store.migrate()
+        version = store.schema_version()
+    finally:
+        store.close()
+    if applied:
+        out.print(f"applied migrations {', '.join(map(str, applied))}; schema is at {version}")
+    else:
+        out.print(f"schema is up to date at version {version}")
+
+
+@ledger_app.command("verify")
+def ledger_verify(data_dir: DataDir = None, db: DatabaseUrl = None) -> None:
+    """Recompute every balance from the transfers and check every invariant; exit 1 if broken."""
+    store = open_store(load_settings(data_dir, db))
+    try:
+        with err.status("recomputing balances from the transfers…"):
+            report = verify(store.verification_facts())
+    finally:
+        store.close()
+    table = Table(title=f"ledger verify: {report.accounts} accounts")
+    table.add_column("invariant")
+    table.add_column("result")
+    table.add_column("details")
+    for check in report.checks:
+        details = "\n".join(check.violations)
+        if check.violation_count > len(check.violations):
+            details += f"\n… {check.violation_count - len(check.violations)} more"
+        table.add_row(check.description, "[green]ok[/]" if check.ok else
+                      f"[red]{check.violation_count} violation(s)[/]", details)
+    out.print(table)
+    if not report.ok:
+        out.print("[red]ledger verify: FAILED[/]")
+        raise typer.Exit(1)
+    out.print("[green]ledger verify: every invariant holds[/]")
+
+
+@app.command()
+def example(data_dir: DataDir = None, db: DatabaseUrl = None) -> None:
+    """Run the worked example: a short gifting scenario through the ledger, printed step by step."""
+    from giftflow.worked_example import run  # noqa: PLC0415 -- keeps CLI start-up light
+
+    store = open_store(load_settings(data_dir, db))
+    try:
+        run(store, out)
+    finally:
+        store.close()
+
+
+@bench_app.command("ledger")
+def bench_ledger(
+    operations: Annotated[int, typer.Option(min=100, max=2_000_000,
+                                            help="Gift operations per measurement.")] = 20_000,
+    single_operations: Annotated[int, typer.Option(
+        min=50, max=200_000, help="Operations for the one-per-commit measurements.")] = 3_000,
+    postgres_url: Annotated[str | None, typer.Option(
+        "--postgres-url", envvar="GIFTFLOW_BENCH_POSTGRES_URL",
+        help="PostgreSQL to measure (default postgresql://postgres@127.0.0.1:5432/test); "
+             "'none' skips it.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Gift-shaped operations on a hot creator: giftflow vs bare SQL, per store and mode."""
+    from giftflow.bench.ledger import run_ledger_bench  # noqa: PLC0415 -- heavy, bench only
+
+    settings = load_settings(data_dir, None)
+    run_ledger_bench(settings, operations=operations, single_operations=single_operations,
+                     postgres_url=postgres_url, console=out)
+
+
+def main() -> None:
+    """Entry point: expected failures become one clear line, never a traceback."""
+    try:
+        app()
+    except CliError as error:
+        err.print(f"[red]giftflow: {error}[/]")
+        sys.exit(2)
+    except (OSError, ValueError) as error:
+        err.print(f"[red]giftflow: {error}[/]")
+        sys.exit(2)
+    except Exception as error:
+        from giftflow.adapters.sql.store import is_postgres_error  # noqa: PLC0415
+
+        if is_postgres_error(error):
+            err.print(f"[red]giftflow: database error: {error}[/]")
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

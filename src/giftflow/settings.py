@@ -1,0 +1,39 @@
+"""The one typed settings object. Values come from arguments, then ``GIFTFLOW_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a giftflow process is configured with; limits carry their unit last."""
+
+    model_config = SettingsConfigDict(env_prefix="GIFTFLOW_", extra="forbid")
+
+    data_dir: Path = Path("giftflow-data")
+    database_url: str | None = None
+    """``sqlite:///FILE`` or ``postgresql://…``; default: SQLite inside ``data_dir``."""
+    mode: Literal["demo", "production"] = "production"
+
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    sqlite_cache_size_kib: int = Field(default=262_144, ge=2_000, le=16_777_216)
+    busy_timeout_ms: int = Field(default=30_000, ge=100, le=600_000)
+    pool_connections_max: int = Field(default=8, ge=1, le=256)
+
+    group_commit_batch_operations_max: int = Field(default=1_000, ge=1, le=10_000)
+    group_commit_window_ms: float = Field(default=2.0, ge=0.0, le=1_000.0)
+    group_commit_queue_operations_max: int = Field(default=20_000, ge=1, le=1_000_000)
+    transfers_per_operation_max: int = Field(default=64, ge=1, le=8_190)
+    history_page_entries_max: int = Field(default=500, ge=1, le=10_000)
+    conflict_retries_max: int = Field(default=8, ge=1, le=100)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to ``giftflow.sqlite3`` in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'giftflow.sqlite3').resolve()}"
