@@ -14,7 +14,7 @@ class InvariantViolation(AssertionError):  # noqa: N818 -- named after what it i
     """A condition that must hold did not: this is a bug, never an expected failure."""
 
 
-def invariant(condition: bool, message: str) -> None:  # noqa: FBT001 -- a condition, not a flag
+def invariant(condition: bool, message: str) -> None:
     """Raise :class:`InvariantViolation` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise InvariantViolation(message)

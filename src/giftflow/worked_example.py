@@ -22,7 +22,8 @@ DIAMOND_SCALE = 4
 
 def diamonds_for(coins: int) -> int:
     """Diamond minor units a creator earns: ``floor(coins × share_bps × 10^scale / 10000)``."""
-    return coins * CREATOR_SHARE_BPS * 10**DIAMOND_SCALE // 10_000
+    diamonds: int = coins * CREATOR_SHARE_BPS * 10**DIAMOND_SCALE // 10_000
+    return diamonds
 
 
 class _Scenario:

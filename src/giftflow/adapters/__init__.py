@@ -1,0 +1,1 @@
+"""Adapters: storage and other I/O at the edge of the domains."""

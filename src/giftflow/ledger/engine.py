@@ -84,6 +84,9 @@ class Limits:
     transfers_per_operation_max: int = 64
 
 
+_Leg = tuple[TransferRequest, PendingState | None]
+
+
 class _Refused(Exception):  # noqa: N818 -- internal control flow, never escapes this module
     """Internal: an operation cannot apply; carries the failure to return."""
 
@@ -167,15 +170,14 @@ class Engine:
             return refused.failure
         return self._stage_success(operation, content_hash, changes, legs)
 
-    def _simulate(self, operation: Operation
-                  ) -> tuple[dict[int, list[int]], list[tuple[TransferRequest, PendingState | None]]]:
+    def _simulate(self, operation: Operation) -> tuple[dict[int, list[int]], list[_Leg]]:
         """Compute every touched account's new balances, or refuse the whole operation."""
         if len(operation.transfers) > self.limits.transfers_per_operation_max:
             raise _validation(f"at most {self.limits.transfers_per_operation_max} transfers "
                               "per operation")
         changes: dict[int, list[int]] = {}
         resolved_here: set[int] = set()
-        legs: list[tuple[TransferRequest, PendingState | None]] = []
+        legs: list[_Leg] = []
         for leg in operation.transfers:
             pending = None
             if leg.phase in (Phase.POST, Phase.VOID):
@@ -183,7 +185,8 @@ class Engine:
                 debit_id, credit_id = pending.debit_account_id, pending.credit_account_id
                 ledger = pending.ledger
             else:
-                debit_id, credit_id, ledger = leg.debit_account_id, leg.credit_account_id, leg.ledger
+                debit_id, credit_id = leg.debit_account_id, leg.credit_account_id
+                ledger = leg.ledger
                 self._check_new_leg(leg)
             debit = self._balances(changes, debit_id, ledger)
             credit = self._balances(changes, credit_id, ledger)
@@ -282,7 +285,7 @@ class Engine:
 
     def _stage_success(self, operation: Operation, content_hash: bytes,
                        changes: dict[int, list[int]],
-                       legs: list[tuple[TransferRequest, PendingState | None]]) -> Applied:
+                       legs: list[_Leg]) -> Applied:
         self._check_conservation(changes)
         operation_id = self.next_id()
         now_ms = self.now_ms()
@@ -297,7 +300,8 @@ class Engine:
             elif leg.phase is Phase.PENDING:
                 self.pendings[transfer_id] = PendingState(
                     transfer_id, leg.ledger, leg.debit_account_id, leg.credit_account_id,
-                    leg.amount, None if leg.timeout_ms is None else now_ms + leg.timeout_ms, False)
+                    leg.amount, None if leg.timeout_ms is None else now_ms + leg.timeout_ms,
+                    resolved=False)
         for account_id, (posted, pending_debits, pending_credits) in changes.items():
             state = self.accounts[account_id]
             delta = self.deltas.setdefault(account_id, [0, 0, 0])

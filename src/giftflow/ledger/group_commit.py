@@ -89,7 +89,7 @@ class GroupCommitter:
         pairs: list[tuple[Operation, Future[Result]]] = batch  # type: ignore[assignment]
         try:
             results = self.ledger.apply_batch([operation for operation, _ in pairs])
-        except BaseException as error:  # a bug: hand it to every caller, keep the thread alive
+        except Exception as error:  # noqa: BLE001 -- a bug: hand it to every caller, keep serving
             for _, future in pairs:
                 future.set_exception(error)
             return

@@ -56,8 +56,8 @@ DEFAULT_LEDGERS: Final[tuple[LedgerSpec, ...]] = (
 class Account:
     """An account and its balances, all in the minor unit of its ledger.
 
-    ``posted`` is credits minus debits. ``pending_debits`` and ``pending_credits`` are the amounts of
-    unresolved pending transfers. An account that may not go negative keeps
+    ``posted`` is credits minus debits. ``pending_debits`` and ``pending_credits`` are the amounts
+    of unresolved pending transfers. An account that may not go negative keeps
     ``posted - pending_debits >= 0`` at all times.
     """
 
@@ -176,7 +176,8 @@ class Operation:
     transfers: Sequence[TransferRequest]
     actor: str = "system"
     request_id: str = ""
-    respond: Callable[[Applied], Mapping[str, JSONValue]] | None = field(default=None, compare=False)
+    respond: Callable[[Applied], Mapping[str, JSONValue]] | None = field(
+        default=None, compare=False)
     effects: Callable[[Applied], Sequence[Insert]] | None = field(default=None, compare=False)
 
     @classmethod

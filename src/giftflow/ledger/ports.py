@@ -9,7 +9,7 @@ from typing import Protocol, Self
 from giftflow.ledger.model import Account, LedgerSpec, Operation, Page, Result
 
 
-class StoreConflict(Exception):
+class StoreConflict(Exception):  # noqa: N818 -- a lost race is an outcome, not an error
     """A transaction lost a race: a key taken concurrently, a deadlock or a busy database.
 
     Nothing of it was committed, and the same operations can be tried again.

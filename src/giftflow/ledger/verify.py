@@ -66,6 +66,39 @@ ExtraCheck = Callable[[], Check]
 """A check contributed by a later domain (lot consumption, for example)."""
 
 
+def _check_accounts(facts: VerificationFacts, negatives: Check, cached: Check) -> None:
+    for account in facts.accounts:
+        if not account.allow_negative and account.posted < account.pending_debits:
+            negatives.fail(f"account {account.id} ({account.owner}/{account.kind}) has "
+                           f"{account.posted} posted and {account.pending_debits} pending debits")
+        expected = facts.recomputed.get(account.id, (0, 0, 0))
+        actual = (account.posted, account.pending_debits, account.pending_credits)
+        if actual != expected:
+            cached.fail(f"account {account.id}: cached (posted, pending debits, pending credits) "
+                        f"{actual} but the transfers give {expected}")
+    known = {account.id for account in facts.accounts}
+    for account_id in facts.recomputed.keys() - known:
+        cached.fail(f"transfers name account {account_id}, which does not exist")
+
+
+def _ledger_totals(facts: VerificationFacts, sums: Check) -> dict[str, int]:
+    cached_totals = {spec.code: 0 for spec in facts.ledgers}
+    recomputed_totals = dict(cached_totals)
+    ledger_of = {account.id: account.ledger for account in facts.accounts}
+    for account in facts.accounts:
+        cached_totals[account.ledger] = cached_totals.get(account.ledger, 0) + account.posted
+    for account_id, (posted, _, _) in facts.recomputed.items():
+        ledger = ledger_of.get(account_id, "?")
+        recomputed_totals[ledger] = recomputed_totals.get(ledger, 0) + posted
+    for ledger, total in sorted(cached_totals.items()):
+        if total != 0:
+            sums.fail(f"ledger {ledger} sums to {total} in cached balances")
+    for ledger, total in sorted(recomputed_totals.items()):
+        if total != 0:
+            sums.fail(f"ledger {ledger} sums to {total} in transfers")
+    return cached_totals
+
+
 def verify(facts: VerificationFacts, extra_checks: tuple[ExtraCheck, ...] = ()) -> Report:
     """Check every ledger invariant against freshly recomputed balances."""
     sums = Check("ledgers_sum_to_zero", "each ledger's posted balances sum to zero")
@@ -79,30 +112,8 @@ def verify(facts: VerificationFacts, extra_checks: tuple[ExtraCheck, ...] = ()) 
     pending_once = Check("pending_resolved_once",
                          "no pending transfer is posted or voided twice, and each resolution "
                          "matches its pending transfer")
-    totals = {spec.code: 0 for spec in facts.ledgers}
-    for account in facts.accounts:
-        totals[account.ledger] = totals.get(account.ledger, 0) + account.posted
-        if not account.allow_negative and account.posted < account.pending_debits:
-            negatives.fail(f"account {account.id} ({account.owner}/{account.kind}) has "
-                           f"{account.posted} posted and {account.pending_debits} pending debits")
-        expected = facts.recomputed.get(account.id, (0, 0, 0))
-        actual = (account.posted, account.pending_debits, account.pending_credits)
-        if actual != expected:
-            cached.fail(f"account {account.id}: cached (posted, pending debits, pending credits) "
-                        f"{actual} but the transfers give {expected}")
-    known = {account.id for account in facts.accounts}
-    for account_id in facts.recomputed.keys() - known:
-        cached.fail(f"transfers name account {account_id}, which does not exist")
-    recomputed_totals: dict[str, int] = {}
-    ledger_of = {account.id: account.ledger for account in facts.accounts}
-    for account_id, (posted, _, _) in facts.recomputed.items():
-        ledger = ledger_of.get(account_id, "?")
-        recomputed_totals[ledger] = recomputed_totals.get(ledger, 0) + posted
-    for ledger, total in sorted(totals.items()):
-        if total != 0:
-            sums.fail(f"ledger {ledger} sums to {total} in cached balances")
-        if recomputed_totals.get(ledger, 0) != 0:
-            sums.fail(f"ledger {ledger} sums to {recomputed_totals[ledger]} in transfers")
+    _check_accounts(facts, negatives, cached)
+    totals = _ledger_totals(facts, sums)
     for transfer_id, operation_id in facts.bad_legs:
         legs.fail(f"transfer {transfer_id} of operation {operation_id}")
     for pending_id, count in facts.double_resolutions:

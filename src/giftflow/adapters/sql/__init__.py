@@ -1,0 +1,1 @@
+"""The SQL store for SQLite and PostgreSQL."""

@@ -120,7 +120,8 @@ class Dialect:
 
     def insert(self, table: str, columns: Sequence[str]) -> str:
         """An INSERT for a domain row staged with an operation."""
-        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        placeholders = ", ".join("?" * len(columns))
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
 
 
 def lock_key(scope: str, key: str) -> int:

@@ -78,12 +78,12 @@ _LEDGER_SQLITE = (
         FOREIGN KEY (debit_account_id, ledger) REFERENCES accounts (id, ledger),
         FOREIGN KEY (credit_account_id, ledger) REFERENCES accounts (id, ledger)
     )""",
-    "CREATE UNIQUE INDEX transfers_resolution ON transfers (pending_id) "
-    "WHERE pending_id IS NOT NULL",
+    ("CREATE UNIQUE INDEX transfers_resolution ON transfers (pending_id) "
+     "WHERE pending_id IS NOT NULL"),
     "CREATE INDEX transfers_debit ON transfers (debit_account_id, id)",
     "CREATE INDEX transfers_credit ON transfers (credit_account_id, id)",
-    "CREATE INDEX transfers_timeout ON transfers (timeout_at_ms) "
-    "WHERE phase = 1 AND timeout_at_ms IS NOT NULL",
+    ("CREATE INDEX transfers_timeout ON transfers (timeout_at_ms) "
+     "WHERE phase = 1 AND timeout_at_ms IS NOT NULL"),
     """CREATE TRIGGER transfers_no_update BEFORE UPDATE ON transfers
        BEGIN SELECT RAISE(ABORT, 'transfers are append-only'); END""",
     """CREATE TRIGGER transfers_no_delete BEFORE DELETE ON transfers
@@ -142,12 +142,12 @@ _LEDGER_POSTGRESQL = (
         FOREIGN KEY (debit_account_id, ledger) REFERENCES accounts (id, ledger),
         FOREIGN KEY (credit_account_id, ledger) REFERENCES accounts (id, ledger)
     )""",
-    "CREATE UNIQUE INDEX transfers_resolution ON transfers (pending_id) "
-    "WHERE pending_id IS NOT NULL",
+    ("CREATE UNIQUE INDEX transfers_resolution ON transfers (pending_id) "
+     "WHERE pending_id IS NOT NULL"),
     "CREATE INDEX transfers_debit ON transfers (debit_account_id, id)",
     "CREATE INDEX transfers_credit ON transfers (credit_account_id, id)",
-    "CREATE INDEX transfers_timeout ON transfers (timeout_at_ms) "
-    "WHERE phase = 1 AND timeout_at_ms IS NOT NULL",
+    ("CREATE INDEX transfers_timeout ON transfers (timeout_at_ms) "
+     "WHERE phase = 1 AND timeout_at_ms IS NOT NULL"),
     """CREATE FUNCTION giftflow_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN RAISE EXCEPTION '% is append-only', TG_TABLE_NAME; END $$""",
     """CREATE TRIGGER transfers_append_only BEFORE UPDATE OR DELETE ON transfers

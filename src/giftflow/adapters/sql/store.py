@@ -127,8 +127,11 @@ class SqlStore:
             return SqlUnitOfWork(self._sqlite_db(), lambda: None, self.now_ms, self.limits)
         context = self.connection()
         db = context.__enter__()
-        return SqlUnitOfWork(db, lambda: context.__exit__(None, None, None), self.now_ms,
-                             self.limits)
+
+        def release() -> None:
+            context.__exit__(None, None, None)
+
+        return SqlUnitOfWork(db, release, self.now_ms, self.limits)
 
     def close(self) -> None:
         """Release every connection."""

@@ -1,0 +1,1 @@
+"""Benchmarks run by `giftflow bench`; each prints its bare-SQL baseline from the same run."""
