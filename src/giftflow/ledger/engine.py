@@ -5,13 +5,16 @@ pending transfers it resolves) under the transaction's locks, then calls :meth:`
 engine decides every result in Python and stages rows; the unit of work flushes them in bulk at
 commit. Because nothing is written until commit, operations that fail leave nothing behind but
 their stored failure, and one operation's failure never touches its neighbours in a batch.
+
+This is the hot path of group commit, so it favours plain tuples and lists over richer objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -31,11 +34,17 @@ from giftflow.ledger.model import (
 STATUS_SUCCEEDED = "succeeded"
 STATUS_FAILED = "failed"
 
+_SINGLE = Phase.SINGLE
+_PENDING = Phase.PENDING
+_POST = Phase.POST
+_VOID = Phase.VOID
+_NO_BALANCES: MappingProxyType[int, Account] = MappingProxyType({})
+
 
 class AccountState:
     """The mutable, in-transaction view of one account's balances."""
 
-    __slots__ = ("allow_negative", "id", "kind", "ledger", "owner", "pending_credits",
+    __slots__ = ("allow_negative", "id", "kind", "ledger", "loaded", "owner", "pending_credits",
                  "pending_debits", "posted")
 
     def __init__(self, account: Account) -> None:
@@ -47,6 +56,14 @@ class AccountState:
         self.posted = account.posted
         self.pending_debits = account.pending_debits
         self.pending_credits = account.pending_credits
+        # The balances as loaded: what the database holds until this transaction commits.
+        self.loaded = (account.posted, account.pending_debits, account.pending_credits)
+
+    def delta(self) -> tuple[int, int, int]:
+        """What this transaction changed: posted, pending debits, pending credits."""
+        posted, pending_debits, pending_credits = self.loaded
+        return (self.posted - posted, self.pending_debits - pending_debits,
+                self.pending_credits - pending_credits)
 
     def snapshot(self) -> Account:
         """A frozen copy of the current balances."""
@@ -67,8 +84,7 @@ class PendingState:
     resolved: bool
 
 
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
+class KeyRecord(NamedTuple):
     """What an idempotency key already holds: the operation and its stored outcome."""
 
     operation_id: int
@@ -82,9 +98,6 @@ class Limits:
     """Bounds that the engine enforces on every operation."""
 
     transfers_per_operation_max: int = 64
-
-
-_Leg = tuple[TransferRequest, PendingState | None]
 
 
 class _Refused(Exception):  # noqa: N818 -- internal control flow, never escapes this module
@@ -113,12 +126,17 @@ def replay(record: KeyRecord, content_hash: bytes) -> Result:
     return Failure(stored["code"], stored["detail"], stored=True, replayed=True)
 
 
+_Leg = tuple[TransferRequest, PendingState | None, int, int, str]
+"""A leg as simulated: the request, the pending transfer it resolves, debit, credit, ledger."""
+
+
 class Engine:
     """Applies operations, one after another, inside one unit of work."""
 
-    def __init__(self, next_id: Callable[[], int], now_ms: Callable[[], int],
+    def __init__(self, next_ids: Callable[[int], int], now_ms: Callable[[], int],
                  limits: Limits | None = None) -> None:
-        self.next_id = next_id
+        """``next_ids(n)`` reserves ``n`` consecutive ids and returns the first."""
+        self.next_ids = next_ids
         self.now_ms = now_ms
         self.limits = limits or Limits()
         self.accounts: dict[int, AccountState] = {}
@@ -127,7 +145,6 @@ class Engine:
         # Staged writes, flushed by the unit of work at commit.
         self.operation_rows: list[tuple[Any, ...]] = []
         self.transfer_rows: list[tuple[Any, ...]] = []
-        self.deltas: dict[int, list[int]] = {}
         self.inserts: list[Insert] = []
 
     # -- what a unit of work must load before apply() ------------------------------------------
@@ -136,13 +153,13 @@ class Engine:
     def pending_ids(operation: Operation) -> Iterable[int]:
         """The pending transfers this operation resolves."""
         return (leg.pending_id for leg in operation.transfers
-                if leg.pending_id is not None and leg.phase in (Phase.POST, Phase.VOID))
+                if leg.pending_id is not None and leg.phase in (_POST, _VOID))
 
     def account_ids(self, operation: Operation) -> set[int]:
         """The accounts this operation touches (pending transfers must be loaded first)."""
         ids: set[int] = set()
         for leg in operation.transfers:
-            if leg.phase in (Phase.POST, Phase.VOID):
+            if leg.phase is _POST or leg.phase is _VOID:
                 pending = self.pendings.get(leg.pending_id or 0)
                 if pending is not None:
                     ids.add(pending.debit_account_id)
@@ -158,10 +175,10 @@ class Engine:
         """Apply one operation against the loaded state; stage its rows if it succeeds."""
         content_hash = operation.content_hash()
         scope_key = (operation.scope, operation.key)
-        invariant(scope_key in self.keys, "the unit of work must load the idempotency key first")
-        record = self.keys[scope_key]
+        record = self.keys.get(scope_key, False)
+        invariant(record is not False, "the unit of work must load the idempotency key first")
         if record is not None:
-            return replay(record, content_hash)
+            return replay(record, content_hash)  # type: ignore[arg-type]
         try:
             changes, legs = self._simulate(operation)
         except _Refused as refused:
@@ -171,148 +188,114 @@ class Engine:
         return self._stage_success(operation, content_hash, changes, legs)
 
     def _simulate(self, operation: Operation) -> tuple[dict[int, list[int]], list[_Leg]]:
-        """Compute every touched account's new balances, or refuse the whole operation."""
-        if len(operation.transfers) > self.limits.transfers_per_operation_max:
+        """Compute every touched account's new balances, or refuse the whole operation.
+
+        Balances are scratch lists ``[posted, pending_debits, pending_credits]``; nothing in the
+        engine's state changes until the whole operation is known to apply.
+        """
+        transfers = operation.transfers
+        if len(transfers) > self.limits.transfers_per_operation_max:
             raise _validation(f"at most {self.limits.transfers_per_operation_max} transfers "
                               "per operation")
         changes: dict[int, list[int]] = {}
-        resolved_here: set[int] = set()
         legs: list[_Leg] = []
-        for leg in operation.transfers:
-            pending = None
-            if leg.phase in (Phase.POST, Phase.VOID):
-                pending = self._pending_for(leg, resolved_here)
-                debit_id, credit_id = pending.debit_account_id, pending.credit_account_id
-                ledger = pending.ledger
+        for leg in transfers:
+            phase = leg.phase
+            if phase is _SINGLE or phase is _PENDING:
+                pending = None
+                _check_new_leg(leg)
+                debit_id, credit_id, ledger = (leg.debit_account_id, leg.credit_account_id,
+                                               leg.ledger)
+                amount = leg.amount
+            elif phase is _POST or phase is _VOID:
+                pending = self._pending_for(leg, legs)
+                debit_id, credit_id, ledger = (pending.debit_account_id,
+                                               pending.credit_account_id, pending.ledger)
+                amount = pending.amount
             else:
-                debit_id, credit_id = leg.debit_account_id, leg.credit_account_id
-                ledger = leg.ledger
-                self._check_new_leg(leg)
-            debit = self._balances(changes, debit_id, ledger)
-            credit = self._balances(changes, credit_id, ledger)
-            self._move(leg, pending, debit, credit)
-            self._check_bounds(leg, debit_id, debit, credit_id, credit)
-            legs.append((leg, pending))
+                raise _validation(f"unknown transfer phase {phase!r}")
+            debit = changes.get(debit_id) or self._scratch(changes, debit_id, ledger)
+            credit = changes.get(credit_id) or self._scratch(changes, credit_id, ledger)
+            accounts = self.accounts
+            if accounts[debit_id].ledger != ledger or accounts[credit_id].ledger != ledger:
+                raise _validation(f"accounts {debit_id} and {credit_id} must both be in {ledger}")
+            _move(leg, amount, debit, credit)
+            if debit[0] < debit[1] and not self.accounts[debit_id].allow_negative:
+                raise _stored(leg.shortfall_code,
+                              f"account {debit_id} has {debit[0] - debit[1] + amount} "
+                              f"available, needs {amount}")
+            legs.append((leg, pending, debit_id, credit_id, ledger))
         return changes, legs
 
-    def _pending_for(self, leg: TransferRequest, resolved_here: set[int]) -> PendingState:
+    def _scratch(self, changes: dict[int, list[int]], account_id: int, ledger: str) -> list[int]:
+        state = self.accounts.get(account_id)
+        if state is None:
+            raise _Refused(Failure(codes.NOT_FOUND, f"account {account_id} not found"))
+        if state.ledger != ledger:
+            raise _validation(f"account {account_id} is in ledger {state.ledger}, not {ledger}")
+        balances = [state.posted, state.pending_debits, state.pending_credits]
+        changes[account_id] = balances
+        return balances
+
+    def _pending_for(self, leg: TransferRequest, earlier: list[_Leg]) -> PendingState:
         pending = self.pendings.get(leg.pending_id or 0)
         if pending is None:
             raise _Refused(Failure(codes.NOT_FOUND, f"pending transfer {leg.pending_id} not found"))
-        if pending.resolved or pending.id in resolved_here:
+        if pending.resolved or any(done[1] is pending for done in earlier):
             raise _stored(codes.PENDING_ALREADY_RESOLVED,
                           f"pending transfer {pending.id} is already posted or voided")
-        expired = pending.timeout_at_ms is not None and pending.timeout_at_ms <= self.now_ms()
-        if leg.phase is Phase.POST and expired:
-            raise _stored(codes.PENDING_EXPIRED, f"pending transfer {pending.id} has expired")
-        if leg.phase is Phase.POST and not 0 <= leg.amount <= pending.amount:
-            raise _validation(f"a post may move 1..{pending.amount}, not {leg.amount}")
-        resolved_here.add(pending.id)
+        if leg.phase is _POST:
+            timeout_at_ms = pending.timeout_at_ms
+            if timeout_at_ms is not None and timeout_at_ms <= self.now_ms():
+                raise _stored(codes.PENDING_EXPIRED, f"pending transfer {pending.id} has expired")
+            if not 0 <= leg.amount <= pending.amount:
+                raise _validation(f"a post may move 1..{pending.amount}, not {leg.amount}")
         return pending
-
-    @staticmethod
-    def _check_new_leg(leg: TransferRequest) -> None:
-        amount = leg.amount
-        if type(amount) is not int or not 0 < amount <= INT64_MAX:
-            raise _validation(f"amount must be an integer in 1..{INT64_MAX}, not {amount!r}")
-        if leg.debit_account_id == leg.credit_account_id:
-            raise _validation("a transfer needs two different accounts")
-        if leg.phase is Phase.PENDING:
-            if leg.timeout_ms is not None and not 0 < leg.timeout_ms <= INT64_MAX // 2:
-                raise _validation("timeout_ms must be positive")
-        elif leg.phase is not Phase.SINGLE:
-            raise _validation(f"unknown transfer phase {leg.phase!r}")
-
-    def _balances(self, changes: dict[int, list[int]], account_id: int, ledger: str) -> list[int]:
-        balances = changes.get(account_id)
-        if balances is None:
-            state = self.accounts.get(account_id)
-            if state is None:
-                raise _Refused(Failure(codes.NOT_FOUND, f"account {account_id} not found"))
-            if state.ledger != ledger:
-                raise _validation(f"account {account_id} is in ledger {state.ledger}, not {ledger}")
-            balances = [state.posted, state.pending_debits, state.pending_credits]
-            changes[account_id] = balances
-        elif self.accounts[account_id].ledger != ledger:
-            raise _validation(f"account {account_id} is not in ledger {ledger}")
-        return balances
-
-    @staticmethod
-    def _move(leg: TransferRequest, pending: PendingState | None,
-              debit: list[int], credit: list[int]) -> None:
-        """Apply one leg to the scratch balances ``[posted, pending_debits, pending_credits]``."""
-        if pending is None:
-            if leg.phase is Phase.SINGLE:
-                debit[0] -= leg.amount
-                credit[0] += leg.amount
-            else:
-                debit[1] += leg.amount
-                credit[2] += leg.amount
-            return
-        debit[1] -= pending.amount
-        credit[2] -= pending.amount
-        if leg.phase is Phase.POST:
-            moved = leg.amount or pending.amount
-            debit[0] -= moved
-            credit[0] += moved
-
-    def _check_bounds(self, leg: TransferRequest, debit_id: int, debit: list[int],
-                      credit_id: int, credit: list[int]) -> None:
-        for account_id, balances in ((debit_id, debit), (credit_id, credit)):
-            posted, pending_debits, pending_credits = balances
-            if not (INT64_MIN <= posted <= INT64_MAX and 0 <= pending_debits <= INT64_MAX
-                    and 0 <= pending_credits <= INT64_MAX):
-                raise _validation(f"the amounts would overflow account {account_id}")
-            if posted < pending_debits and not self.accounts[account_id].allow_negative:
-                raise _stored(leg.shortfall_code,
-                              f"account {account_id} has {posted - pending_debits + leg.amount}"
-                              f" available, needs {leg.amount}")
 
     # -- staging --------------------------------------------------------------------------------
 
     def _stage_failure(self, operation: Operation, content_hash: bytes, failure: Failure) -> None:
         response = orjson.dumps({"code": failure.code, "detail": failure.detail})
-        self._stage_operation(operation, content_hash, STATUS_FAILED, response, self.next_id())
+        self._stage_operation(operation, content_hash, STATUS_FAILED, response, self.next_ids(1),
+                              self.now_ms())
 
     def _stage_operation(self, operation: Operation, content_hash: bytes, status: str,
-                         response: bytes, operation_id: int) -> None:
+                         response: bytes, operation_id: int, now_ms: int) -> None:
         self.operation_rows.append((
             operation_id, operation.scope, operation.key, operation.kind, content_hash, status,
-            response.decode(), operation.actor, operation.request_id, self.now_ms(),
+            response.decode(), operation.actor, operation.request_id, now_ms,
         ))
         self.keys[operation.scope, operation.key] = KeyRecord(
             operation_id, content_hash, status, response)
 
     def _stage_success(self, operation: Operation, content_hash: bytes,
-                       changes: dict[int, list[int]],
-                       legs: list[_Leg]) -> Applied:
-        self._check_conservation(changes)
-        operation_id = self.next_id()
+                       changes: dict[int, list[int]], legs: list[_Leg]) -> Applied:
+        operation_id = self.next_ids(1 + len(legs))
         now_ms = self.now_ms()
-        transfer_ids = []
-        for leg, pending in legs:
-            transfer_id = self.next_id()
-            transfer_ids.append(transfer_id)
-            self.transfer_rows.append(self._transfer_row(
-                transfer_id, operation_id, operation, leg, pending, now_ms))
-            if pending is not None:
+        actor, request_id = operation.actor, operation.request_id
+        transfer_rows = self.transfer_rows
+        transfer_id = operation_id
+        for leg, pending, debit_id, credit_id, ledger in legs:
+            transfer_id += 1
+            if pending is None:
+                timeout_at_ms = None if leg.timeout_ms is None else now_ms + leg.timeout_ms
+                transfer_rows.append((transfer_id, operation_id, ledger, debit_id, credit_id,
+                                      leg.amount, leg.code, int(leg.phase), None, timeout_at_ms,
+                                      actor, request_id, now_ms))
+                if leg.phase is _PENDING:
+                    self.pendings[transfer_id] = PendingState(
+                        transfer_id, ledger, debit_id, credit_id, leg.amount, timeout_at_ms,
+                        resolved=False)
+            else:
                 pending.resolved = True
-            elif leg.phase is Phase.PENDING:
-                self.pendings[transfer_id] = PendingState(
-                    transfer_id, leg.ledger, leg.debit_account_id, leg.credit_account_id,
-                    leg.amount, None if leg.timeout_ms is None else now_ms + leg.timeout_ms,
-                    resolved=False)
-        for account_id, (posted, pending_debits, pending_credits) in changes.items():
-            state = self.accounts[account_id]
-            delta = self.deltas.setdefault(account_id, [0, 0, 0])
-            delta[0] += posted - state.posted
-            delta[1] += pending_debits - state.pending_debits
-            delta[2] += pending_credits - state.pending_credits
-            state.posted, state.pending_debits, state.pending_credits = balances_of(changes,
-                                                                                    account_id)
-        ids = tuple(transfer_ids)
+                amount = (leg.amount or pending.amount) if leg.phase is _POST else pending.amount
+                transfer_rows.append((transfer_id, operation_id, ledger, debit_id, credit_id,
+                                      amount, leg.code, int(leg.phase), pending.id, None, actor,
+                                      request_id, now_ms))
+        self._commit_changes(changes)
+        ids = tuple(range(operation_id + 1, transfer_id + 1))
         if operation.respond is None and operation.effects is None:
-            applied = Applied(operation_id, ids, {})
+            applied = Applied(operation_id, ids, {}, balances=_NO_BALANCES)
         else:
             balances = {account_id: self.accounts[account_id].snapshot() for account_id in changes}
             applied = Applied(operation_id, ids, {}, balances=balances)
@@ -321,38 +304,75 @@ class Engine:
             if operation.effects is not None:
                 self.inserts.extend(operation.effects(applied))
         response = orjson.dumps({"t": ids, "b": applied.response})
-        self._stage_operation(operation, content_hash, STATUS_SUCCEEDED, response, operation_id)
+        self._stage_operation(operation, content_hash, STATUS_SUCCEEDED, response, operation_id,
+                              now_ms)
         return applied
 
-    def _check_conservation(self, changes: dict[int, list[int]]) -> None:
-        """Postcondition: per ledger, posted moves sum to zero and pending sides match."""
-        sums: dict[str, list[int]] = {}
+    def _commit_changes(self, changes: dict[int, list[int]]) -> None:
+        """Fold the scratch balances into the state.
+
+        Postcondition: per ledger, posted moves sum to zero and pending debits match pending
+        credits, so the operation conserves money.
+        """
+        posted_sums: dict[str, int] = {}
+        pending_sums: dict[str, int] = {}
+        accounts = self.accounts
         for account_id, (posted, pending_debits, pending_credits) in changes.items():
-            state = self.accounts[account_id]
-            total = sums.setdefault(state.ledger, [0, 0])
-            total[0] += posted - state.posted
-            total[1] += (pending_debits - state.pending_debits) - (
-                pending_credits - state.pending_credits)
-        for ledger, (posted_sum, pending_sum) in sums.items():
+            state = accounts[account_id]
+            ledger = state.ledger
+            posted_sums[ledger] = posted_sums.get(ledger, 0) + posted - state.posted
+            pending_sums[ledger] = (pending_sums.get(ledger, 0) + pending_debits
+                                    - state.pending_debits - pending_credits
+                                    + state.pending_credits)
+            state.posted, state.pending_debits, state.pending_credits = (
+                posted, pending_debits, pending_credits)
+        for ledger, posted_sum in posted_sums.items():
             invariant(posted_sum == 0, f"posted moves in {ledger} sum to {posted_sum}, not 0")
-            invariant(pending_sum == 0, f"pending debits and credits in {ledger} differ")
+            invariant(pending_sums[ledger] == 0, f"pending debits and credits in {ledger} differ")
 
-    @staticmethod
-    def _transfer_row(transfer_id: int, operation_id: int, operation: Operation,
-                      leg: TransferRequest, pending: PendingState | None,
-                      now_ms: int) -> tuple[Any, ...]:
-        if pending is None:
-            timeout_at_ms = None if leg.timeout_ms is None else now_ms + leg.timeout_ms
-            return (transfer_id, operation_id, leg.ledger, leg.debit_account_id,
-                    leg.credit_account_id, leg.amount, leg.code, int(leg.phase), None,
-                    timeout_at_ms, operation.actor, operation.request_id, now_ms)
-        amount = (leg.amount or pending.amount) if leg.phase is Phase.POST else pending.amount
-        return (transfer_id, operation_id, pending.ledger, pending.debit_account_id,
-                pending.credit_account_id, amount, leg.code, int(leg.phase), pending.id, None,
-                operation.actor, operation.request_id, now_ms)
+    def balance_deltas(self) -> list[tuple[int, int, int, int]]:
+        """``(posted, pending debits, pending credits, account id)`` for each changed account."""
+        rows = []
+        for account_id, state in self.accounts.items():
+            delta = state.delta()
+            if delta != (0, 0, 0):
+                rows.append((*delta, account_id))
+        return rows
 
 
-def balances_of(changes: dict[int, list[int]], account_id: int) -> tuple[int, int, int]:
-    """The scratch balances of one account as a tuple."""
-    posted, pending_debits, pending_credits = changes[account_id]
-    return posted, pending_debits, pending_credits
+def _move(leg: TransferRequest, amount: int, debit: list[int], credit: list[int]) -> None:
+    """Apply one leg to scratch balances ``[posted, pending_debits, pending_credits]``.
+
+    ``amount`` is the leg's amount, or the pending amount for a post or a void.
+    """
+    phase = leg.phase
+    if phase is _SINGLE:
+        debit[0] -= amount
+        credit[0] += amount
+    elif phase is _PENDING:
+        debit[1] += amount
+        credit[2] += amount
+        if debit[1] > INT64_MAX or credit[2] > INT64_MAX:
+            raise _validation("the amounts would overflow a pending balance")
+        return
+    else:
+        debit[1] -= amount
+        credit[2] -= amount
+        if phase is _POST:
+            moved = leg.amount or amount
+            debit[0] -= moved
+            credit[0] += moved
+    if debit[0] < INT64_MIN or credit[0] > INT64_MAX:
+        raise _validation("the amounts would overflow a balance")
+
+
+def _check_new_leg(leg: TransferRequest) -> None:
+    """Precondition of a new transfer: a positive int64 amount between two accounts."""
+    amount = leg.amount
+    if type(amount) is not int or not 0 < amount <= INT64_MAX:
+        raise _validation(f"amount must be an integer in 1..{INT64_MAX}, not {amount!r}")
+    if leg.debit_account_id == leg.credit_account_id:
+        raise _validation("a transfer needs two different accounts")
+    if leg.phase is _PENDING and leg.timeout_ms is not None and not (
+            type(leg.timeout_ms) is int and 0 < leg.timeout_ms <= INT64_MAX // 2):
+        raise _validation("timeout_ms must be a positive integer")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from hashlib import sha256
 from typing import Any, Final, Literal
 
 import orjson
@@ -205,8 +206,6 @@ class Operation:
 
     def content_hash(self) -> bytes:
         """SHA-256 of the canonical JSON of ``kind`` and the business fields."""
-        from hashlib import sha256  # noqa: PLC0415 -- keeps the hot import list of this module short
-
         canonical = orjson.dumps(
             {"kind": self.kind, "fields": self.fields}, option=orjson.OPT_SORT_KEYS
         )

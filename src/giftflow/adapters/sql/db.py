@@ -18,6 +18,7 @@ import psycopg
 import psycopg.errors
 
 from giftflow.adapters.sql.dialects import Dialect
+from giftflow.invariants import invariant
 from giftflow.ledger.ports import StoreConflict
 
 ID_BLOCK_SIZE = 4096
@@ -138,17 +139,22 @@ class Db:
 
     def next_id(self) -> int:
         """A new unique id, increasing within this connection."""
+        return self.next_ids(1)
+
+    def next_ids(self, count: int) -> int:
+        """Reserve ``count`` consecutive new ids and return the first."""
+        invariant(0 < count <= ID_BLOCK_SIZE, f"at most {ID_BLOCK_SIZE} ids at once")
         ids = self._ids
         with ids.lock:
-            if ids.next_id >= ids.end_id:
+            if ids.next_id + count > ids.end_id:
                 block = self.execute(self.dialect.take_id_block,
                                      (time.time_ns() // 1_000_000,))[0][0]
                 ids.next_id = int(block) * ID_BLOCK_SIZE
                 ids.end_id = ids.next_id + ID_BLOCK_SIZE
                 self._block_in_transaction = self._in_transaction
-            value = ids.next_id
-            ids.next_id += 1
-            return value
+            first = ids.next_id
+            ids.next_id += count
+            return first
 
     def close(self) -> None:
         """Close the connection."""

@@ -27,7 +27,7 @@ class SqlUnitOfWork:
                  limits: Limits) -> None:
         self.db = db
         self._release = release
-        self.engine = Engine(db.next_id, now_ms, limits)
+        self.engine = Engine(db.next_ids, now_ms, limits)
         self._busy_keys: set[tuple[str, str]] = set()
         self._open = False
 
@@ -70,7 +70,10 @@ class SqlUnitOfWork:
                 else:
                     engine.keys[scope, key] = None if op_id is None else KeyRecord(
                         int(op_id), bytes(content_hash), status, response)
-        pending_ids = list({pending_id for op in operations for pending_id in engine.pending_ids(op)
+        # A duplicate whose key another transaction holds is answered without touching its
+        # accounts: locking them would make it wait for that transaction instead.
+        live = [op for op in operations if (op.scope, op.key) not in self._busy_keys]
+        pending_ids = list({pending_id for op in live for pending_id in engine.pending_ids(op)
                             if pending_id not in engine.pendings})
         if pending_ids:
             for row in self.db.execute(dialect.load_pendings, dialect.id_params(pending_ids)):
@@ -78,7 +81,7 @@ class SqlUnitOfWork:
                     int(row[0]), row[1], int(row[2]), int(row[3]), int(row[4]),
                     None if row[5] is None else int(row[5]), bool(row[6]))
         account_ids: set[int] = set()
-        for op in operations:
+        for op in live:
             account_ids |= engine.account_ids(op)
         account_ids.difference_update(engine.accounts)
         if account_ids:
@@ -92,10 +95,7 @@ class SqlUnitOfWork:
         engine, dialect = self.engine, self.db.dialect
         self.db.executemany(dialect.insert_operations, engine.operation_rows)
         self.db.executemany(dialect.insert_transfers, engine.transfer_rows)
-        self.db.executemany(dialect.update_balances, (
-            (posted, pending_debits, pending_credits, account_id)
-            for account_id, (posted, pending_debits, pending_credits) in engine.deltas.items()
-            if posted or pending_debits or pending_credits))
+        self.db.executemany(dialect.update_balances, engine.balance_deltas())
         self._flush_inserts(engine.inserts)
         self.db.commit()
         self._open = False
