@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -31,6 +32,9 @@ DataDir = Annotated[Path | None, typer.Option(
 DatabaseUrl = Annotated[str | None, typer.Option(
     "--db", envvar="GIFTFLOW_DATABASE_URL",
     help="Database URL: sqlite:///FILE or postgresql://… (default: SQLite in the data dir).")]
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 
 class CliError(Exception):
@@ -125,22 +129,30 @@ def bench_ledger(
                      postgres_url=postgres_url, console=out)
 
 
+def _fail(message: str) -> NoReturn:
+    """Print ``message`` as exactly one line on standard error (never wrapped), then exit 2.
+
+    Passwords inside database URLs are masked: secrets never reach a log.
+    """
+    message = _URL_PASSWORD.sub(r"\1***@", " ".join(message.split()))
+    err.print(f"giftflow: {message}", style="red", soft_wrap=True,
+              markup=False, highlight=False)
+    sys.exit(2)
+
+
 def main() -> None:
     """Entry point: expected failures become one clear line, never a traceback."""
     try:
         app()
     except CliError as error:
-        err.print(f"[red]giftflow: {error}[/]")
-        sys.exit(2)
+        _fail(str(error))
     except (OSError, ValueError) as error:
-        err.print(f"[red]giftflow: {error}[/]")
-        sys.exit(2)
+        _fail(str(error))
     except Exception as error:
         from giftflow.adapters.sql.store import is_postgres_error  # noqa: PLC0415
 
         if is_postgres_error(error):
-            err.print(f"[red]giftflow: database error: {error}[/]")
-            sys.exit(2)
+            _fail(f"database error: {error}")
         raise
 
 

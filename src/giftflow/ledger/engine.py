@@ -173,7 +173,10 @@ class Engine:
 
     def apply(self, operation: Operation) -> Result:
         """Apply one operation against the loaded state; stage its rows if it succeeds."""
-        content_hash = operation.content_hash()
+        try:
+            content_hash = operation.content_hash()
+        except TypeError as error:  # orjson refuses what JSON cannot carry, e.g. ints > 64 bits
+            return Failure(codes.VALIDATION_ERROR, f"the operation cannot be encoded: {error}")
         scope_key = (operation.scope, operation.key)
         record = self.keys.get(scope_key, False)
         invariant(record is not False, "the unit of work must load the idempotency key first")
@@ -248,7 +251,7 @@ class Engine:
             timeout_at_ms = pending.timeout_at_ms
             if timeout_at_ms is not None and timeout_at_ms <= self.now_ms():
                 raise _stored(codes.PENDING_EXPIRED, f"pending transfer {pending.id} has expired")
-            if not 0 <= leg.amount <= pending.amount:
+            if type(leg.amount) is not int or not 0 <= leg.amount <= pending.amount:
                 raise _validation(f"a post may move 1..{pending.amount}, not {leg.amount}")
         return pending
 

@@ -58,6 +58,10 @@ class LedgerStore(Protocol):
         """A new transaction."""
         ...
 
+    def now_ms(self) -> int:
+        """The store's clock: it stamps transfers and decides when pending transfers expire."""
+        ...
+
     def ensure_ledgers(self, ledgers: Sequence[LedgerSpec]) -> None:
         """Create the ledgers that do not exist yet."""
         ...

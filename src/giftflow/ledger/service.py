@@ -35,7 +35,8 @@ class Ledger:
                  clock_ms: Callable[[], int] | None = None) -> None:
         self.store = store
         self.limits = limits or LedgerLimits()
-        self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        # One clock decides expiry: the store's, unless a test injects another.
+        self.clock_ms = clock_ms or store.now_ms
         self._inflight: set[tuple[str, str]] = set()
         self._inflight_lock = threading.Lock()
 

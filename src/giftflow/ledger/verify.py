@@ -72,6 +72,10 @@ def _check_accounts(facts: VerificationFacts, negatives: Check, cached: Check) -
             negatives.fail(f"account {account.id} ({account.owner}/{account.kind}) has "
                            f"{account.posted} posted and {account.pending_debits} pending debits")
         expected = facts.recomputed.get(account.id, (0, 0, 0))
+        if (not account.allow_negative and expected[0] < expected[1]
+                and account.posted >= account.pending_debits):
+            negatives.fail(f"account {account.id} ({account.owner}/{account.kind}): the transfers "
+                           f"give {expected[0]} posted and {expected[1]} pending debits")
         actual = (account.posted, account.pending_debits, account.pending_credits)
         if actual != expected:
             cached.fail(f"account {account.id}: cached (posted, pending debits, pending credits) "

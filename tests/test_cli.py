@@ -1,0 +1,235 @@
+"""The ``giftflow`` command line, run as a real subprocess on SQLite and on PostgreSQL.
+
+SQLite runs use ``--data-dir`` (the default database inside it); PostgreSQL runs use ``--db`` with
+a throwaway schema. Corruption is done with direct SQL on the database, as an operator's mistake or
+a disk fault would, and ``ledger verify`` must notice it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from tests.conftest import PostgresSchema
+
+TIMEOUT_S = 60
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any GIFTFLOW_* setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GIFTFLOW_") and k != "COLUMNS"}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Target:
+    """Where a CLI run points: its options, and a way to run SQL on the same database."""
+
+    dialect: str
+    options: list[str]
+    cwd: Path
+    execute: Callable[[str], list[tuple[Any, ...]]]
+
+    def run(self, *args: str, columns: int | None = 400) -> subprocess.CompletedProcess[str]:
+        """Run ``giftflow ARGS`` against this database (wide output unless told otherwise)."""
+        env = clean_env() if columns is None else clean_env(COLUMNS=str(columns))
+        return subprocess.run(
+            [sys.executable, "-m", "giftflow", *args, *self.options],
+            capture_output=True, text=True, timeout=TIMEOUT_S, cwd=self.cwd, env=env,
+            check=False)
+
+
+def sqlite_executor(path: Path) -> Callable[[str], list[tuple[Any, ...]]]:
+    """Run one statement on a SQLite file, committing it."""
+    def execute(sql: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(path) as conn:
+            return list(conn.execute(sql).fetchall())
+    return execute
+
+
+def postgres_executor(url: str) -> Callable[[str], list[tuple[Any, ...]]]:
+    """Run one statement on PostgreSQL, committing it."""
+    def execute(sql: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            cursor = conn.execute(sql)
+            return list(cursor.fetchall()) if cursor.description is not None else []
+    return execute
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    """A fresh database for the CLI on each store."""
+    data_dir = tmp_path / "data"
+    if request.param == "sqlite":
+        yield Target("sqlite", ["--data-dir", str(data_dir)], tmp_path,
+                     sqlite_executor(data_dir / "giftflow.sqlite3"))
+        return
+    schema = PostgresSchema()
+    try:
+        yield Target("postgresql", ["--data-dir", str(data_dir), "--db", schema.url], tmp_path,
+                     postgres_executor(schema.url))
+    finally:
+        schema.drop()
+
+
+def test_migrate_applies_once(target: Target) -> None:
+    """``giftflow migrate`` applies migration 1 on a fresh database, then reports up to date."""
+    first = target.run("migrate")
+    assert first.returncode == 0, first.stderr
+    assert "applied migrations 1; schema is at 1" in first.stdout
+    second = target.run("migrate")
+    assert second.returncode == 0, second.stderr
+    assert "schema is up to date at version 1" in second.stdout
+    assert target.execute("SELECT version FROM schema_migrations") == [(1,)]
+
+
+def test_example_then_verify_passes(target: Target) -> None:
+    """The worked example runs every step, and ``ledger verify`` then exits 0."""
+    example = target.run("example")
+    assert example.returncode == 0, example.stderr
+    out = example.stdout
+    assert "viewer buys the 350-coin pack: ok" in out
+    assert "the payment notification arrives twice: ok (replayed)" in out
+    assert "Universe (34,999): insufficient_coins" in out
+    assert "the client retries the Lion with the same key: ok (replayed)" in out
+    assert "the same key with other content: idempotency_conflict" in out
+    assert "the provider reports the payout paid: posted: ok" in out
+    assert "ledger verify: every invariant holds" in out
+    assert "Traceback" not in example.stderr
+
+    verified = target.run("ledger", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "ledger verify: every invariant holds" in verified.stdout
+    assert "FAILED" not in verified.stdout
+
+
+def test_verify_on_an_empty_database_passes(target: Target) -> None:
+    """A database with no transfers at all satisfies every invariant."""
+    result = target.run("ledger", "verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ledger verify: 0 accounts" in result.stdout
+
+
+def account_id(target: Target, kind: str) -> int:
+    """The id of the platform account of ``kind``."""
+    rows = target.execute(f"SELECT id FROM accounts WHERE owner = 'platform' AND kind = '{kind}'")
+    assert len(rows) == 1
+    return int(rows[0][0])
+
+
+def test_verify_fails_on_a_corrupted_cached_balance(target: Target) -> None:
+    """After a direct UPDATE of one cached balance, verify exits 1 and names the violations."""
+    assert target.run("example").returncode == 0
+    issuance = account_id(target, "coins:issuance")
+    before = target.execute(f"SELECT posted FROM accounts WHERE id = {issuance}")[0][0]
+    target.execute(f"UPDATE accounts SET posted = posted + 1 WHERE id = {issuance}")
+    result = target.run("ledger", "verify")
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout
+    assert "ledger verify: FAILED" in out
+    assert (f"account {issuance}: cached (posted, pending debits, pending credits) "
+            f"({before + 1}, 0, 0) but the transfers give ({before}, 0, 0)") in out
+    assert "ledger COIN sums to 1 in cached balances" in out
+    assert "Traceback" not in result.stderr
+
+
+def test_verify_fails_on_a_zero_sum_corruption(target: Target) -> None:
+    """Moving one coin between two cached balances keeps the sum at zero but still fails."""
+    assert target.run("example").returncode == 0
+    issuance = account_id(target, "coins:issuance")
+    redeemed = account_id(target, "coins:redeemed")
+    target.execute(f"UPDATE accounts SET posted = posted - 1 WHERE id = {issuance}")
+    target.execute(f"UPDATE accounts SET posted = posted + 1 WHERE id = {redeemed}")
+    result = target.run("ledger", "verify")
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout
+    assert "ledger verify: FAILED" in out
+    assert f"account {issuance}: cached" in out
+    assert f"account {redeemed}: cached" in out
+    assert "2 violation(s)" in out
+    assert "sums to" not in out
+
+
+def forge_overspend(target: Target) -> int:
+    """Append a transfer that overspends the viewer's wallet, leaving cached balances alone.
+
+    Returns the wallet's id. The row passes every constraint (the cached balance is not
+    touched), so only recomputing from the transfers can see it.
+    """
+    assert target.run("example").returncode == 0
+    wallet, wallet_posted = target.execute(
+        "SELECT id, posted FROM accounts WHERE kind = 'wallet'")[0]
+    redeemed = account_id(target, "coins:redeemed")
+    operation = target.execute("SELECT id FROM operations WHERE status = 'succeeded' LIMIT 1")[0]
+    target.execute(
+        "INSERT INTO transfers (id, operation_id, ledger, debit_account_id, credit_account_id, "
+        "amount, code, phase, pending_id, timeout_at_ms, actor, request_id, created_at_ms) "
+        f"VALUES (999999999, {operation[0]}, 'COIN', {wallet}, {redeemed}, "
+        f"{wallet_posted + 5}, 'forged', 0, NULL, NULL, 'intruder', '', 0)")
+    return int(wallet)
+
+
+def test_verify_fails_on_a_forged_transfer(target: Target) -> None:
+    """A transfer row appended behind the ledger's back makes verify exit 1, naming the wallet."""
+    wallet = forge_overspend(target)
+    result = target.run("ledger", "verify")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"account {wallet}: cached" in result.stdout
+    assert "but the transfers give (-5, 0, 0)" in result.stdout
+
+
+def test_verify_reports_a_forbidden_negative_in_the_transfers(target: Target) -> None:
+    """A wallet the transfers take below zero is reported under the forbidden-negative check."""
+    wallet = forge_overspend(target)
+    result = target.run("ledger", "verify")
+    row = next(line for line in result.stdout.splitlines()
+               if "may not go negative" in line)
+    assert "1 violation(s)" in row
+    assert f"account {wallet}" in row
+
+
+@pytest.mark.parametrize("url", [
+    "foo://nowhere",
+    "sqlite:///",
+    "sqlite:relative.db",
+    "mysql://someone@db.internal.example.com:3306/giftflow_production_database",
+    "foo://[bold]not-markup[/bold]",
+])
+def test_bad_database_url_is_one_line_exit_2(tmp_path: Path, url: str) -> None:
+    """A malformed --db prints one unwrapped line quoting the URL, no traceback, and exits 2."""
+    for command in (["migrate"], ["ledger", "verify"], ["example"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "giftflow", *command, "--data-dir", str(tmp_path),
+             "--db", url],
+            capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path, env=clean_env(),
+            check=False)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("giftflow: ")
+        assert repr(url) in lines[0]
+        assert "Traceback" not in result.stderr
+        assert result.stdout == ""
+
+
+def test_unreachable_postgres_is_one_line_exit_2(tmp_path: Path) -> None:
+    """A PostgreSQL server that refuses the connection gives one line and exit 2."""
+    result = subprocess.run(
+        [sys.executable, "-m", "giftflow", "ledger", "verify", "--data-dir", str(tmp_path),
+         "--db", "postgresql://giftflow@127.0.0.1:1/giftflow"],
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path, env=clean_env(),
+        check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("giftflow: database error:")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
