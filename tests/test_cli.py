@@ -233,3 +233,21 @@ def test_unreachable_postgres_is_one_line_exit_2(tmp_path: Path) -> None:
     assert result.stderr.startswith("giftflow: database error:")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_verify_reports_an_operation_whose_transfers_are_missing(target: Target) -> None:
+    """A succeeded operation that recorded two legs but has none in the transfers table fails the
+    legs check (the table is append-only, so the test lifts the trigger to forge the loss).
+    """
+    assert target.run("example").returncode == 0
+    operation_id = target.execute(
+        "SELECT id FROM operations WHERE kind = 'gift' AND status = 'succeeded' "
+        "ORDER BY id LIMIT 1")[0][0]
+    if target.dialect == "sqlite":
+        target.execute("DROP TRIGGER transfers_no_delete")
+    else:
+        target.execute("ALTER TABLE transfers DISABLE TRIGGER transfers_append_only")
+    target.execute(f"DELETE FROM transfers WHERE operation_id = {int(operation_id)}")
+    result = target.run("ledger", "verify")
+    assert result.returncode == 1, result.stdout
+    assert f"operation {operation_id} recorded 2 transfers but 0 exist" in result.stdout

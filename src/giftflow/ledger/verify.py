@@ -25,6 +25,8 @@ class VerificationFacts:
     """Pending transfers (id, resolutions) resolved more than once."""
     bad_resolutions: list[tuple[int, int]]
     """Resolutions (id, pending id) that do not match the pending transfer they resolve."""
+    missing_legs: list[tuple[int, int, int]] = field(default_factory=list)
+    """Succeeded operations (id, legs recorded in its response, transfers found) that differ."""
 
 
 @dataclass(slots=True)
@@ -112,7 +114,7 @@ def verify(facts: VerificationFacts, extra_checks: tuple[ExtraCheck, ...] = ()) 
                    "every cached balance equals the sum of the account's transfers")
     legs = Check("operation_legs_balance",
                  "every transfer is a positive amount between two accounts of its ledger, "
-                 "belonging to a succeeded operation")
+                 "and every succeeded operation has exactly the transfers it recorded")
     pending_once = Check("pending_resolved_once",
                          "no pending transfer is posted or voided twice, and each resolution "
                          "matches its pending transfer")
@@ -120,6 +122,8 @@ def verify(facts: VerificationFacts, extra_checks: tuple[ExtraCheck, ...] = ()) 
     totals = _ledger_totals(facts, sums)
     for transfer_id, operation_id in facts.bad_legs:
         legs.fail(f"transfer {transfer_id} of operation {operation_id}")
+    for operation_id, recorded, found in facts.missing_legs:
+        legs.fail(f"operation {operation_id} recorded {recorded} transfers but {found} exist")
     for pending_id, count in facts.double_resolutions:
         pending_once.fail(f"pending transfer {pending_id} resolved {count} times")
     for resolution_id, pending_id in facts.bad_resolutions:

@@ -76,6 +76,13 @@ WHERE r.pending_id IS NOT NULL AND (
 """
 
 
+_MISSING_LEGS = """
+SELECT o.id, {legs}, COUNT(t.id) FROM operations AS o
+LEFT JOIN transfers AS t ON t.operation_id = o.id
+WHERE o.status = 'succeeded' GROUP BY o.id, o.response HAVING {legs} <> COUNT(t.id)
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """The statements of one SQL dialect."""
@@ -86,6 +93,7 @@ class Dialect:
     load_accounts: str
     load_pendings: str
     take_id_block: str
+    missing_legs: str
     insert_ledger: str
     insert_account: str
     find_account: str
@@ -147,6 +155,7 @@ SQLITE = Dialect(
         "WHERE t.phase = 1 AND t.id IN (SELECT value FROM json_each(?))"
     ),
     take_id_block="INSERT INTO id_blocks (taken_at_ms) VALUES (?) RETURNING id",
+    missing_legs=_MISSING_LEGS.format(legs="json_array_length(o.response, '$.t')"),
     insert_ledger="INSERT INTO ledgers (code, scale) VALUES (?, ?) ON CONFLICT (code) DO NOTHING",
     insert_account=(
         "INSERT INTO accounts (id, ledger, owner, kind, allow_negative, created_at_ms) "
@@ -177,6 +186,7 @@ POSTGRESQL = Dialect(
         "WHERE t.phase = 1 AND t.id = ANY(?::bigint[])"
     ),
     take_id_block="SELECT nextval('id_blocks') + 0 * ?",
+    missing_legs=_MISSING_LEGS.format(legs="json_array_length((o.response::json) -> 't')"),
     insert_ledger=SQLITE.insert_ledger,
     insert_account=SQLITE.insert_account,
     find_account=SQLITE.find_account,

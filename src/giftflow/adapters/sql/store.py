@@ -246,6 +246,8 @@ class SqlStore:
                                         for a, b in db.execute(dialect.double_resolutions)],
                     bad_resolutions=[(int(a), int(b))
                                      for a, b in db.execute(dialect.bad_resolutions)],
+                    missing_legs=[(int(a), int(b), int(c))
+                                  for a, b, c in db.execute(dialect.missing_legs)],
                 )
             finally:
                 db.rollback()
