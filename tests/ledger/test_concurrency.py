@@ -9,7 +9,6 @@ the balances imply must agree exactly.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import subprocess
 import sys
@@ -18,9 +17,9 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+import workers  # tests/ledger is on pytest's pythonpath
 
 from giftflow.adapters.sql.store import SqlStore
 from giftflow.ledger import Ledger, verify
@@ -41,23 +40,9 @@ COMMIT_STYLES = ("single", "single", "single", "single", "batch", "batch", "comm
 RUN_TIMEOUT_S = 240
 
 
-def _load_workers() -> ModuleType:
-    """``workers.py`` as a module (tests are not a package), loaded once per session."""
-    loaded = sys.modules.get("giftflow_test_ledger_workers")
-    if loaded is not None:
-        return loaded
-    spec = importlib.util.spec_from_file_location("giftflow_test_ledger_workers", WORKER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-W = _load_workers()
-Accounts = W.Accounts
-GiftRow = W.GiftRow
+Accounts = workers.Accounts
+GiftRow = workers.GiftRow
 
 
 @dataclass(frozen=True)
@@ -155,7 +140,7 @@ def _check_rows(rows: list[GiftRow], reported: list[Reported], accounts: Account
         assert row.viewer == result.viewer
         if result.ok:
             assert row.operation_id == result.operation_id
-            assert row.legs == W.expected_legs(accounts, result.viewer, result.coins), row
+            assert row.legs == workers.expected_legs(accounts, result.viewer, result.coins), row
         else:
             assert row.status == "failed"
             assert row.legs == (), f"refused {row.key} moved money"
@@ -178,8 +163,8 @@ def _check_balances(store: SqlStore, accounts: Accounts, accepted: list[Reported
         final.append(wallet.posted)
     assert STARTING_COINS * VIEWERS - sum(final) == accepted_coins
     expected = {accounts.coins_redeemed: accepted_coins,
-                accounts.creator_held: accepted_coins * W.DIAMONDS_PER_COIN,
-                accounts.diamonds_issuance: -accepted_coins * W.DIAMONDS_PER_COIN}
+                accounts.creator_held: accepted_coins * workers.DIAMONDS_PER_COIN,
+                accounts.diamonds_issuance: -accepted_coins * workers.DIAMONDS_PER_COIN}
     for account_id, posted in expected.items():
         account = store.account(account_id)
         assert account is not None
@@ -207,13 +192,13 @@ def test_eight_processes_gifting_to_one_hot_creator_agree_with_the_balances(
     store = SqlStore(store_url)
     try:
         ledger = Ledger(store)
-        accounts = W.open_accounts(ledger, tag, VIEWERS)
-        W.fund(ledger, accounts, [STARTING_COINS] * VIEWERS)
+        accounts = workers.open_accounts(ledger, tag, VIEWERS)
+        workers.fund(ledger, accounts, [STARTING_COINS] * VIEWERS)
         reports, elapsed = _run_workers(store_url, tag, tmp_path)
         accepted, refused = _check_reports(reports)
         report = verify(store.verification_facts())
         assert report.ok, [check.violations for check in report.checks if not check.ok]
-        _check_rows(W.gift_rows(store, accounts), accepted + refused, accounts)
+        _check_rows(workers.gift_rows(store, accounts), accepted + refused, accounts)
         accepted_coins = _check_balances(store, accounts, accepted, refused)
     finally:
         store.close()

@@ -12,7 +12,6 @@ they had committed and applied once when they had not.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import random
@@ -24,10 +23,10 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import psycopg
 import pytest
+import workers  # tests/ledger is on pytest's pythonpath
 
 from giftflow.adapters.sql.store import SqlStore
 from giftflow.ledger import Ledger
@@ -51,21 +50,6 @@ POOR_VIEWER_COINS = 400
 RICH_VIEWER_COINS = 10**12
 
 
-def _load_workers() -> ModuleType:
-    """``workers.py`` as a module (tests are not a package), loaded once per session."""
-    loaded = sys.modules.get("giftflow_test_ledger_workers")
-    if loaded is not None:
-        return loaded
-    spec = importlib.util.spec_from_file_location("giftflow_test_ledger_workers", WORKER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-W = _load_workers()
 
 
 @dataclass
@@ -155,9 +139,9 @@ class World:
         self.seed = seed
         self.store = SqlStore(url)
         ledger = Ledger(self.store)
-        self.accounts = W.open_accounts(ledger, tag, VIEWERS)
+        self.accounts = workers.open_accounts(ledger, tag, VIEWERS)
         self.initial = [POOR_VIEWER_COINS, *[RICH_VIEWER_COINS] * (VIEWERS - 1)]
-        W.fund(ledger, self.accounts, self.initial)
+        workers.fund(ledger, self.accounts, self.initial)
         self.tried: set[int] = set()
         self.acked: dict[int, int] = {}
         """index → operation id of every acknowledged success."""
@@ -211,17 +195,17 @@ class World:
             capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
         assert verify.returncode == 0, (
             f"{context}: ledger verify failed\n{verify.stdout}\n{verify.stderr}")
-        rows = W.gift_rows(self.store, self.accounts)
+        rows = workers.gift_rows(self.store, self.accounts)
         committed: dict[int, tuple[int, str]] = {}
         spent = [0] * VIEWERS
         for row in rows:
             index = _index(row.key)
             assert index not in committed, f"{context}: g{index} stored twice"
-            viewer, coins = W.crash_plan(index, VIEWERS)
+            viewer, coins = workers.crash_plan(index, VIEWERS)
             assert row.viewer == viewer, f"{context}: g{index} under the wrong scope"
             committed[index] = (row.operation_id, row.status)
             if row.status == "succeeded":
-                assert row.legs == W.expected_legs(self.accounts, viewer, coins), (
+                assert row.legs == workers.expected_legs(self.accounts, viewer, coins), (
                     f"{context}: g{index} has legs {row.legs}")
                 spent[viewer] += coins
             else:
@@ -256,8 +240,8 @@ class World:
                 f"{self.initial[viewer]} - {spent[viewer]}")
         expected = {
             accounts.coins_redeemed: coins,
-            accounts.creator_held: coins * W.DIAMONDS_PER_COIN,
-            accounts.diamonds_issuance: -coins * W.DIAMONDS_PER_COIN,
+            accounts.creator_held: coins * workers.DIAMONDS_PER_COIN,
+            accounts.diamonds_issuance: -coins * workers.DIAMONDS_PER_COIN,
             accounts.coins_issuance: -sum(self.initial),
         }
         for account_id, posted in expected.items():
