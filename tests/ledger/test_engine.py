@@ -654,12 +654,34 @@ def test_conservation_holds_over_a_random_workload() -> None:
         assert tuple(a - b for a, b in zip(now, initial[account_id], strict=True)) == delta
 
 
-def test_conservation_check_refuses_unbalanced_changes() -> None:
-    """The engine's postcondition raises if a ledger's posted moves do not sum to zero."""
-    with pytest.raises(InvariantViolation, match="sum to 1"):
-        make_engine(wallet=10)._commit_changes({REDEEMED: [1, 0, 0]})
-    with pytest.raises(InvariantViolation, match="pending"):
-        make_engine(wallet=10)._commit_changes({WALLET: [10, 5, 0]})
+def test_conservation_checks_refuse_unbalanced_changes() -> None:
+    """The engine's postconditions raise if money appears: per operation, and per ledger when the
+    unit of work's balance changes are written.
+    """
     engine = make_engine(wallet=10)
-    engine._commit_changes({WALLET: [9, 0, 0], REDEEMED: [1, 0, 0]})
+    redeemed = engine.accounts[REDEEMED]
+    before = {REDEEMED: (redeemed.posted, redeemed.pending_debits, redeemed.pending_credits)}
+    redeemed.posted += 1
+    with pytest.raises(InvariantViolation, match="sum to 1"):
+        engine._check_conserved(before)
+    with pytest.raises(InvariantViolation, match="in COIN sum to 1"):
+        engine.balance_deltas()
+    redeemed.posted -= 1
+    wallet = engine.accounts[WALLET]
+    wallet.pending_debits += 5
+    with pytest.raises(InvariantViolation, match="pending"):
+        engine.balance_deltas()
+    wallet.pending_debits -= 5
+    wallet.posted -= 1
+    redeemed.posted += 1
     assert staged_deltas(engine) == {WALLET: (-1, 0, 0), REDEEMED: (1, 0, 0)}
+
+
+def test_timeout_on_a_posted_transfer_is_a_validation_error() -> None:
+    """Only a pending transfer can time out; a timeout on a posted one is refused, not stored."""
+    engine = make_engine(wallet=100)
+    leg = TransferRequest("COIN", WALLET, REDEEMED, 5, timeout_ms=2**63 - 1)
+    result = run(engine, Operation.of_transfers("s", "t", [leg]))
+    assert result.code == codes.VALIDATION_ERROR
+    assert not result.stored
+    assert balances(engine, WALLET) == (100, 0, 0)

@@ -38,6 +38,7 @@ _SINGLE = Phase.SINGLE
 _PENDING = Phase.PENDING
 _POST = Phase.POST
 _VOID = Phase.VOID
+_ID_RESERVATION_MAX = 4096
 _NO_BALANCES: MappingProxyType[int, Account] = MappingProxyType({})
 
 
@@ -146,6 +147,23 @@ class Engine:
         self.operation_rows: list[tuple[Any, ...]] = []
         self.transfer_rows: list[tuple[Any, ...]] = []
         self.inserts: list[Insert] = []
+        self._id_next = 0
+        self._id_end = 0
+
+    def reserve_ids(self, count: int) -> None:
+        """Reserve ids for the coming operations at once (one id per operation and per leg)."""
+        if self._id_next + count > self._id_end:
+            count = min(count, _ID_RESERVATION_MAX)
+            self._id_next = self.next_ids(count)
+            self._id_end = self._id_next + count
+
+    def _take_ids(self, count: int) -> int:
+        """``count`` consecutive ids from the reservation, topping it up when needed."""
+        if self._id_next + count > self._id_end:
+            self.reserve_ids(max(count, 64))
+        first = self._id_next
+        self._id_next += count
+        return first
 
     # -- what a unit of work must load before apply() ------------------------------------------
 
@@ -182,25 +200,29 @@ class Engine:
         invariant(record is not False, "the unit of work must load the idempotency key first")
         if record is not None:
             return replay(record, content_hash)  # type: ignore[arg-type]
+        before: dict[int, tuple[int, int, int]] = {}
         try:
-            changes, legs = self._simulate(operation)
+            legs = self._apply_legs(operation, before)
         except _Refused as refused:
+            self._undo(before)
             if refused.failure.stored:
                 self._stage_failure(operation, content_hash, refused.failure)
             return refused.failure
-        return self._stage_success(operation, content_hash, changes, legs)
+        self._check_conserved(before)
+        return self._stage_success(operation, content_hash, before, legs)
 
-    def _simulate(self, operation: Operation) -> tuple[dict[int, list[int]], list[_Leg]]:
-        """Compute every touched account's new balances, or refuse the whole operation.
+    def _apply_legs(self, operation: Operation,
+                    before: dict[int, tuple[int, int, int]]) -> list[_Leg]:
+        """Move every leg's amount on the accounts' state, or refuse the whole operation.
 
-        Balances are scratch lists ``[posted, pending_debits, pending_credits]``; nothing in the
-        engine's state changes until the whole operation is known to apply.
+        ``before`` receives each touched account's balances as they were, so that a refusal can
+        put them back and the caller can check that the operation conserved money.
         """
         transfers = operation.transfers
         if len(transfers) > self.limits.transfers_per_operation_max:
             raise _validation(f"at most {self.limits.transfers_per_operation_max} transfers "
                               "per operation")
-        changes: dict[int, list[int]] = {}
+        accounts = self.accounts
         legs: list[_Leg] = []
         for leg in transfers:
             phase = leg.phase
@@ -217,28 +239,49 @@ class Engine:
                 amount = pending.amount
             else:
                 raise _validation(f"unknown transfer phase {phase!r}")
-            debit = changes.get(debit_id) or self._scratch(changes, debit_id, ledger)
-            credit = changes.get(credit_id) or self._scratch(changes, credit_id, ledger)
-            accounts = self.accounts
-            if accounts[debit_id].ledger != ledger or accounts[credit_id].ledger != ledger:
-                raise _validation(f"accounts {debit_id} and {credit_id} must both be in {ledger}")
+            debit = accounts.get(debit_id)
+            credit = accounts.get(credit_id)
+            if debit is None or credit is None:
+                missing = debit_id if debit is None else credit_id
+                raise _Refused(Failure(codes.NOT_FOUND, f"account {missing} not found"))
+            if debit.ledger != ledger or credit.ledger != ledger:
+                raise _validation(
+                    f"accounts {debit_id} and {credit_id} must both be in ledger {ledger}")
+            if debit_id not in before:
+                before[debit_id] = (debit.posted, debit.pending_debits, debit.pending_credits)
+            if credit_id not in before:
+                before[credit_id] = (credit.posted, credit.pending_debits, credit.pending_credits)
             _move(leg, amount, debit, credit)
-            if debit[0] < debit[1] and not self.accounts[debit_id].allow_negative:
+            if debit.posted < debit.pending_debits and not debit.allow_negative:
                 raise _stored(leg.shortfall_code,
-                              f"account {debit_id} has {debit[0] - debit[1] + amount} "
-                              f"available, needs {amount}")
+                              f"account {debit_id} has "
+                              f"{debit.posted - debit.pending_debits + amount} available, "
+                              f"needs {amount}")
             legs.append((leg, pending, debit_id, credit_id, ledger))
-        return changes, legs
+        return legs
 
-    def _scratch(self, changes: dict[int, list[int]], account_id: int, ledger: str) -> list[int]:
-        state = self.accounts.get(account_id)
-        if state is None:
-            raise _Refused(Failure(codes.NOT_FOUND, f"account {account_id} not found"))
-        if state.ledger != ledger:
-            raise _validation(f"account {account_id} is in ledger {state.ledger}, not {ledger}")
-        balances = [state.posted, state.pending_debits, state.pending_credits]
-        changes[account_id] = balances
-        return balances
+    def _undo(self, before: dict[int, tuple[int, int, int]]) -> None:
+        accounts = self.accounts
+        for account_id, (posted, pending_debits, pending_credits) in before.items():
+            state = accounts[account_id]
+            state.posted, state.pending_debits, state.pending_credits = (
+                posted, pending_debits, pending_credits)
+
+    def _check_conserved(self, before: dict[int, tuple[int, int, int]]) -> None:
+        """Postcondition of one operation: what it moved sums to zero, and so do its reservations.
+
+        Per ledger, the same holds for the whole unit of work and is checked when its balance
+        changes are written (:meth:`balance_deltas`).
+        """
+        accounts = self.accounts
+        moved = reserved = 0
+        for account_id, (posted, pending_debits, pending_credits) in before.items():
+            state = accounts[account_id]
+            moved += state.posted - posted
+            reserved += (state.pending_debits - pending_debits
+                         - state.pending_credits + pending_credits)
+        invariant(moved == 0, f"an operation's posted moves sum to {moved}, not 0")
+        invariant(reserved == 0, "an operation's pending debits and credits differ")
 
     def _pending_for(self, leg: TransferRequest, earlier: list[_Leg]) -> PendingState:
         pending = self.pendings.get(leg.pending_id or 0)
@@ -259,7 +302,7 @@ class Engine:
 
     def _stage_failure(self, operation: Operation, content_hash: bytes, failure: Failure) -> None:
         response = orjson.dumps({"code": failure.code, "detail": failure.detail})
-        self._stage_operation(operation, content_hash, STATUS_FAILED, response, self.next_ids(1),
+        self._stage_operation(operation, content_hash, STATUS_FAILED, response, self._take_ids(1),
                               self.now_ms())
 
     def _stage_operation(self, operation: Operation, content_hash: bytes, status: str,
@@ -272,8 +315,8 @@ class Engine:
             operation_id, content_hash, status, response)
 
     def _stage_success(self, operation: Operation, content_hash: bytes,
-                       changes: dict[int, list[int]], legs: list[_Leg]) -> Applied:
-        operation_id = self.next_ids(1 + len(legs))
+                       before: dict[int, tuple[int, int, int]], legs: list[_Leg]) -> Applied:
+        operation_id = self._take_ids(1 + len(legs))
         now_ms = self.now_ms()
         actor, request_id = operation.actor, operation.request_id
         transfer_rows = self.transfer_rows
@@ -295,12 +338,11 @@ class Engine:
                 transfer_rows.append((transfer_id, operation_id, ledger, debit_id, credit_id,
                                       amount, leg.code, int(leg.phase), pending.id, None, actor,
                                       request_id, now_ms))
-        self._commit_changes(changes)
         ids = tuple(range(operation_id + 1, transfer_id + 1))
         if operation.respond is None and operation.effects is None:
             applied = Applied(operation_id, ids, {}, balances=_NO_BALANCES)
         else:
-            balances = {account_id: self.accounts[account_id].snapshot() for account_id in changes}
+            balances = {account_id: self.accounts[account_id].snapshot() for account_id in before}
             applied = Applied(operation_id, ids, {}, balances=balances)
             if operation.respond is not None:
                 applied = Applied(operation_id, ids, operation.respond(applied), balances=balances)
@@ -311,61 +353,50 @@ class Engine:
                               now_ms)
         return applied
 
-    def _commit_changes(self, changes: dict[int, list[int]]) -> None:
-        """Fold the scratch balances into the state.
-
-        Postcondition: per ledger, posted moves sum to zero and pending debits match pending
-        credits, so the operation conserves money.
-        """
-        posted_sums: dict[str, int] = {}
-        pending_sums: dict[str, int] = {}
-        accounts = self.accounts
-        for account_id, (posted, pending_debits, pending_credits) in changes.items():
-            state = accounts[account_id]
-            ledger = state.ledger
-            posted_sums[ledger] = posted_sums.get(ledger, 0) + posted - state.posted
-            pending_sums[ledger] = (pending_sums.get(ledger, 0) + pending_debits
-                                    - state.pending_debits - pending_credits
-                                    + state.pending_credits)
-            state.posted, state.pending_debits, state.pending_credits = (
-                posted, pending_debits, pending_credits)
-        for ledger, posted_sum in posted_sums.items():
-            invariant(posted_sum == 0, f"posted moves in {ledger} sum to {posted_sum}, not 0")
-            invariant(pending_sums[ledger] == 0, f"pending debits and credits in {ledger} differ")
-
     def balance_deltas(self) -> list[tuple[int, int, int, int]]:
-        """``(posted, pending debits, pending credits, account id)`` for each changed account."""
+        """``(posted, pending debits, pending credits, account id)`` for each changed account.
+
+        Postcondition of the unit of work: per ledger, the posted changes sum to zero and the
+        pending debits added equal the pending credits added.
+        """
         rows = []
+        sums: dict[str, list[int]] = {}
         for account_id, state in self.accounts.items():
             delta = state.delta()
             if delta != (0, 0, 0):
                 rows.append((*delta, account_id))
+                total = sums.setdefault(state.ledger, [0, 0])
+                total[0] += delta[0]
+                total[1] += delta[1] - delta[2]
+        for ledger, (posted_sum, pending_sum) in sums.items():
+            invariant(posted_sum == 0, f"posted moves in {ledger} sum to {posted_sum}, not 0")
+            invariant(pending_sum == 0, f"pending debits and credits in {ledger} differ")
         return rows
 
 
-def _move(leg: TransferRequest, amount: int, debit: list[int], credit: list[int]) -> None:
-    """Apply one leg to scratch balances ``[posted, pending_debits, pending_credits]``.
+def _move(leg: TransferRequest, amount: int, debit: AccountState, credit: AccountState) -> None:
+    """Apply one leg to the two accounts' state.
 
     ``amount`` is the leg's amount, or the pending amount for a post or a void.
     """
     phase = leg.phase
     if phase is _SINGLE:
-        debit[0] -= amount
-        credit[0] += amount
+        debit.posted -= amount
+        credit.posted += amount
     elif phase is _PENDING:
-        debit[1] += amount
-        credit[2] += amount
-        if debit[1] > INT64_MAX or credit[2] > INT64_MAX:
+        debit.pending_debits += amount
+        credit.pending_credits += amount
+        if debit.pending_debits > INT64_MAX or credit.pending_credits > INT64_MAX:
             raise _validation("the amounts would overflow a pending balance")
         return
     else:
-        debit[1] -= amount
-        credit[2] -= amount
+        debit.pending_debits -= amount
+        credit.pending_credits -= amount
         if phase is _POST:
             moved = leg.amount or amount
-            debit[0] -= moved
-            credit[0] += moved
-    if debit[0] < INT64_MIN or credit[0] > INT64_MAX:
+            debit.posted -= moved
+            credit.posted += moved
+    if debit.posted < INT64_MIN or credit.posted > INT64_MAX:
         raise _validation("the amounts would overflow a balance")
 
 
@@ -376,6 +407,7 @@ def _check_new_leg(leg: TransferRequest) -> None:
         raise _validation(f"amount must be an integer in 1..{INT64_MAX}, not {amount!r}")
     if leg.debit_account_id == leg.credit_account_id:
         raise _validation("a transfer needs two different accounts")
-    if leg.phase is _PENDING and leg.timeout_ms is not None and not (
-            type(leg.timeout_ms) is int and 0 < leg.timeout_ms <= INT64_MAX // 2):
-        raise _validation("timeout_ms must be a positive integer")
+    timeout_ms = leg.timeout_ms
+    if timeout_ms is not None and not (
+            leg.phase is _PENDING and type(timeout_ms) is int and 0 < timeout_ms <= INT64_MAX // 2):
+        raise _validation("timeout_ms must be a positive integer, and only on a pending transfer")

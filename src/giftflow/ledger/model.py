@@ -121,9 +121,13 @@ class TransferRequest:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Applied:
-    """A successful operation (``replayed`` when a retry got the stored result back)."""
+    """A successful operation (``replayed`` when a retry got the stored result back).
+
+    Treat it as read-only. It is made once per operation on the group-commit hot path, where a
+    frozen dataclass's guarded ``__init__`` costs three times as much.
+    """
 
     operation_id: int
     transfer_ids: tuple[int, ...]

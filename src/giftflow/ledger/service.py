@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from giftflow.invariants import invariant
@@ -52,14 +51,25 @@ class Ledger:
         """
         invariant(len(operations) <= self.limits.batch_operations_max,
                   f"a batch holds at most {self.limits.batch_operations_max} operations")
-        with self._claim(operations) as claimed:
-            runnable = [op for op, mine in zip(operations, claimed, strict=True) if mine]
+        keys = [(operation.scope, operation.key) for operation in operations]
+        with self._inflight_lock:
+            running = self._inflight.intersection(keys)
+            mine = set(keys).difference(running)
+            self._inflight.update(mine)
+        try:
+            if not running:
+                return self._apply_claimed(operations)
+            # Duplicates inside this batch share its claim; keys claimed elsewhere are busy.
+            runnable = [op for op, key in zip(operations, keys, strict=True) if key in mine]
             results = iter(self._apply_claimed(runnable))
             busy = Failure(codes.IDEMPOTENCY_IN_PROGRESS,
                            "an operation with this idempotency key is still running")
-            return [next(results) if mine else busy for mine in claimed]
+            return [next(results) if key in mine else busy for key in keys]
+        finally:
+            with self._inflight_lock:
+                self._inflight.difference_update(mine)
 
-    def _apply_claimed(self, operations: list[Operation]) -> list[Result]:
+    def _apply_claimed(self, operations: Sequence[Operation]) -> list[Result]:
         if not operations:
             return []
         try:
@@ -83,25 +93,6 @@ class Ledger:
                 time.sleep(min(0.001 * 2**attempt, 0.05))
         return Failure(codes.OVERLOADED,
                        f"gave up after {self.limits.conflict_retries_max} lost races; retry later")
-
-    @contextmanager
-    def _claim(self, operations: Sequence[Operation]) -> Iterator[list[bool]]:
-        """Mark the operations' keys as running in this process; duplicates in the batch share."""
-        claimed: list[bool] = []
-        taken: set[tuple[str, str]] = set()
-        with self._inflight_lock:
-            for operation in operations:
-                scope_key = (operation.scope, operation.key)
-                mine = scope_key in taken or scope_key not in self._inflight
-                if mine:
-                    taken.add(scope_key)
-                claimed.append(mine)
-            self._inflight |= taken
-        try:
-            yield claimed
-        finally:
-            with self._inflight_lock:
-                self._inflight -= taken
 
     # -- reads and maintenance --------------------------------------------------------------------
 

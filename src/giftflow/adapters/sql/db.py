@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import psycopg.errors
@@ -25,7 +25,10 @@ ID_BLOCK_SIZE = 4096
 """Ids per block reserved from the database; ids inside a block increase with time."""
 
 Trace = list[tuple[str, str, Any]]
-"""Recorded statements: ``(kind, sql, parameters)`` with kind ``execute`` or ``executemany``."""
+"""Recorded driver calls: ``(kind, sql, parameters)``. Kind ``execute`` or ``executemany`` is one
+call. Kind ``pipeline`` (PostgreSQL) holds, in place of parameters, a list of such calls sent in
+one round trip: ``queries`` (each on its own cursor, rows read after the sync) or ``write`` (one
+cursor, ending with ``COMMIT``)."""
 
 _CONFLICTS: tuple[type[Exception], ...] = (
     psycopg.errors.UniqueViolation,
@@ -33,6 +36,13 @@ _CONFLICTS: tuple[type[Exception], ...] = (
     psycopg.errors.SerializationFailure,
     psycopg.errors.LockNotAvailable,
 )
+
+
+def _reraise(error: Exception) -> NoReturn:
+    """Raise a lost race as :class:`StoreConflict`, and any other error as it is."""
+    if _is_conflict(error):
+        raise StoreConflict(str(error)) from error
+    raise error
 
 
 def _is_conflict(error: Exception) -> bool:
@@ -72,6 +82,7 @@ class Db:
         self._ids = ids or IdBlock()
         self._block_in_transaction = False
         self._in_transaction = False
+        self._begin_pending = False
 
     def _convert(self, sql: str) -> str:
         converted = self._sql.get(sql)
@@ -82,6 +93,9 @@ class Db:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement and return its rows (empty for statements without rows)."""
+        if self._begin_pending:
+            self._begin_pending = False
+            self.execute(self.dialect.begin)
         if self.trace is not None:
             self.trace.append(("execute", sql, tuple(params)))
         try:
@@ -91,36 +105,109 @@ class Db:
                 cursor = self.raw.execute(self._convert(sql), params or None)
             return list(cursor.fetchall()) if cursor.description is not None else []
         except (sqlite3.Error, psycopg.Error) as error:
-            if _is_conflict(error):
-                raise StoreConflict(str(error)) from error
-            raise
+            _reraise(error)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one statement for each row of parameters."""
-        rows = list(rows)
-        if not rows:
-            return
+        self.write(((sql, list(rows)),), commit=False)
+
+    def queries(self, statements: Sequence[tuple[str, Sequence[Any]]]
+                ) -> list[list[tuple[Any, ...]]]:
+        """Run statements in order and return each one's rows.
+
+        On PostgreSQL they travel in one round trip (pipeline mode), together with a ``BEGIN``
+        that :meth:`begin` left pending.
+        """
+        if self.dialect.name == "sqlite":
+            return [self.execute(sql, params) for sql, params in statements]
+        batch = [(self.dialect.begin, ())] if self._begin_pending else []
+        batch.extend((sql, tuple(params)) for sql, params in statements)
+        self._begin_pending = False
         if self.trace is not None:
-            self.trace.append(("executemany", sql, rows))
+            self.trace.append(("pipeline", "queries",
+                               [("execute", sql, params) for sql, params in batch]))
         try:
-            if self.dialect.name == "sqlite":
-                self.raw.executemany(sql, rows)
-            else:
-                with self.raw.cursor() as cursor:
-                    cursor.executemany(self._convert(sql), rows)
-        except (sqlite3.Error, psycopg.Error) as error:
-            if _is_conflict(error):
-                raise StoreConflict(str(error)) from error
-            raise
+            with self.raw.pipeline() as pipeline:
+                cursors = [self.raw.execute(self._convert(sql), params or None)
+                           for sql, params in batch]
+                pipeline.sync()
+            results = [list(cursor.fetchall()) if cursor.description is not None else []
+                       for cursor in cursors]
+        except psycopg.Error as error:
+            _reraise(error)
+        return results[len(batch) - len(statements):]
+
+    def write(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]], *,
+              commit: bool) -> None:
+        """``executemany`` each statement over its rows, then commit if asked.
+
+        On PostgreSQL the whole write, and the ``COMMIT``, travel in one round trip.
+        """
+        statements = [(sql, rows) for sql, rows in statements if rows]
+        if self.dialect.name == "sqlite" or not (statements or commit):
+            self._write_one_by_one(statements, commit=commit)
+            return
+        steps: list[tuple[str, str, Any]] = []
+        if self._begin_pending:
+            steps.append(("execute", self.dialect.begin, ()))
+        steps.extend(("executemany", sql, rows) for sql, rows in statements)
+        if commit and (self._in_transaction or steps):
+            steps.append(("execute", "COMMIT", ()))
+        self._begin_pending = False
+        if self.trace is not None:
+            self.trace.append(("pipeline", "write", steps))
+        try:
+            with self.raw.pipeline(), self.raw.cursor() as cursor:
+                for kind, sql, params in steps:
+                    if kind == "execute":
+                        cursor.execute(sql)
+                    else:
+                        cursor.executemany(self._convert(sql), params)
+        except psycopg.Error as error:
+            _reraise(error)
+        if commit:
+            self._ended()
+
+    def _write_one_by_one(self, statements: list[tuple[str, Sequence[Sequence[Any]]]], *,
+                          commit: bool) -> None:
+        for sql, rows in statements:
+            if self._begin_pending:
+                self._begin_pending = False
+                self.execute(self.dialect.begin)
+            if self.trace is not None:
+                self.trace.append(("executemany", sql, rows))
+            try:
+                if self.dialect.name == "sqlite":
+                    self.raw.executemany(sql, rows)
+                else:
+                    with self.raw.cursor() as cursor:
+                        cursor.executemany(self._convert(sql), rows)
+            except (sqlite3.Error, psycopg.Error) as error:
+                _reraise(error)
+        if commit:
+            self.commit()
 
     def begin(self) -> None:
-        """Start a write transaction (``BEGIN IMMEDIATE`` takes SQLite's write lock at once)."""
-        self.execute(self.dialect.begin)
+        """Start a write transaction.
+
+        SQLite runs ``BEGIN IMMEDIATE`` at once, taking the write lock up front. PostgreSQL
+        sends its ``BEGIN`` with the transaction's first statements, saving a round trip.
+        """
         self._in_transaction = True
+        if self.dialect.name == "sqlite":
+            self.execute(self.dialect.begin)
+        else:
+            self._begin_pending = True
 
     def commit(self) -> None:
         """Commit the transaction."""
-        self.execute("COMMIT")
+        if self._begin_pending:  # nothing was sent, so there is nothing to commit
+            self._begin_pending = False
+        else:
+            self.execute("COMMIT")
+        self._ended()
+
+    def _ended(self) -> None:
         self._in_transaction = False
         self._block_in_transaction = False
 
@@ -130,6 +217,9 @@ class Db:
         if self._block_in_transaction:
             self._ids.next_id = self._ids.end_id = 0
             self._block_in_transaction = False
+        if self._begin_pending:
+            self._begin_pending = False
+            return
         try:
             self.execute("ROLLBACK")
         except (sqlite3.Error, psycopg.Error, StoreConflict):

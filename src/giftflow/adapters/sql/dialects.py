@@ -25,14 +25,20 @@ _ACCOUNT_COLUMNS = ("id, ledger, owner, kind, allow_negative, posted, pending_de
 
 _RESOLVED = "EXISTS (SELECT 1 FROM transfers AS r WHERE r.pending_id = t.id)"
 
+# Posted is summed in two 32-bit halves: an account's credits (or debits) may add up to more than
+# int64 even though its balance fits, and SQLite's SUM raises "integer overflow" on any partial
+# sum that leaves int64. The store joins the halves in Python.
 _RECOMPUTE = f"""
-SELECT account_id, SUM(posted), SUM(pending_debits), SUM(pending_credits) FROM (
-    SELECT credit_account_id AS account_id, amount AS posted, 0 AS pending_debits,
-           0 AS pending_credits FROM transfers WHERE phase IN (0, 2)
-    UNION ALL SELECT debit_account_id, -amount, 0, 0 FROM transfers WHERE phase IN (0, 2)
-    UNION ALL SELECT debit_account_id, 0, amount, 0 FROM transfers AS t
+SELECT account_id, SUM(posted_high), SUM(posted_low), SUM(pending_debits),
+       SUM(pending_credits) FROM (
+    SELECT credit_account_id AS account_id, amount >> 32 AS posted_high,
+           amount & 4294967295 AS posted_low, 0 AS pending_debits, 0 AS pending_credits
+        FROM transfers WHERE phase IN (0, 2)
+    UNION ALL SELECT debit_account_id, -(amount >> 32), -(amount & 4294967295), 0, 0
+        FROM transfers WHERE phase IN (0, 2)
+    UNION ALL SELECT debit_account_id, 0, 0, amount, 0 FROM transfers AS t
         WHERE phase = 1 AND NOT {_RESOLVED}
-    UNION ALL SELECT credit_account_id, 0, 0, amount FROM transfers AS t
+    UNION ALL SELECT credit_account_id, 0, 0, 0, amount FROM transfers AS t
         WHERE phase = 1 AND NOT {_RESOLVED}
 ) AS legs GROUP BY account_id
 """

@@ -234,7 +234,8 @@ class SqlStore:
                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 accounts = [account_from_row(row) for row in db.execute(dialect.all_accounts)]
-                recomputed = {int(row[0]): (int(row[1]), int(row[2]), int(row[3]))
+                recomputed = {int(row[0]): ((int(row[1]) << 32) + int(row[2]), int(row[3]),
+                                            int(row[4]))
                               for row in db.execute(dialect.recompute)}
                 facts = VerificationFacts(
                     ledgers=[LedgerSpec(code, int(scale))

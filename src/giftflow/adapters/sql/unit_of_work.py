@@ -11,7 +11,7 @@ from giftflow.adapters.sql.db import Db
 from giftflow.invariants import invariant
 from giftflow.ledger import codes
 from giftflow.ledger.engine import AccountState, Engine, KeyRecord, Limits, PendingState
-from giftflow.ledger.model import Account, Failure, Insert, Operation, Result
+from giftflow.ledger.model import Account, Failure, Operation, Result
 
 
 def account_from_row(row: Sequence[Any]) -> Account:
@@ -52,37 +52,51 @@ class SqlUnitOfWork:
         """Load keys, pending transfers and accounts in three statements, then apply in order."""
         invariant(self._open, "apply needs an open unit of work")
         self._load(operations)
+        self.engine.reserve_ids(sum(1 + len(op.transfers) for op in operations))
         busy = Failure(codes.IDEMPOTENCY_IN_PROGRESS,
                        "an operation with this idempotency key is still running")
         return [busy if (op.scope, op.key) in self._busy_keys else self.engine.apply(op)
                 for op in operations]
 
     def _load(self, operations: Sequence[Operation]) -> None:
+        """Load keys (and pending transfers) in one round trip, then lock and load accounts.
+
+        Accounts come second because a duplicate whose key another transaction holds must be
+        answered without touching its accounts: locking them would make it wait for that
+        transaction instead.
+        """
         engine, dialect = self.engine, self.db.dialect
         keys = list(dict.fromkeys(
             scope_key for scope_key in ((op.scope, op.key) for op in operations)
             if scope_key not in engine.keys and scope_key not in self._busy_keys))
+        pending_ids = list({pending_id for op in operations for pending_id in engine.pending_ids(op)
+                            if pending_id not in engine.pendings})
+        statements: list[tuple[str, Sequence[Any]]] = []
         if keys:
-            for scope, key, op_id, content_hash, status, response, locked in self.db.execute(
-                    dialect.load_keys, dialect.key_params(keys)):
+            statements.append((dialect.load_keys, dialect.key_params(keys)))
+        if pending_ids:
+            statements.append((dialect.load_pendings, dialect.id_params(pending_ids)))
+        results = iter(self.db.queries(statements)) if statements else iter(())
+        if keys:
+            for scope, key, op_id, content_hash, status, response, locked in next(results):
                 if not locked:
                     self._busy_keys.add((scope, key))
                 else:
                     engine.keys[scope, key] = None if op_id is None else KeyRecord(
                         int(op_id), bytes(content_hash), status, response)
-        # A duplicate whose key another transaction holds is answered without touching its
-        # accounts: locking them would make it wait for that transaction instead.
-        live = [op for op in operations if (op.scope, op.key) not in self._busy_keys]
-        pending_ids = list({pending_id for op in live for pending_id in engine.pending_ids(op)
-                            if pending_id not in engine.pendings})
         if pending_ids:
-            for row in self.db.execute(dialect.load_pendings, dialect.id_params(pending_ids)):
+            for row in next(results):
                 engine.pendings[int(row[0])] = PendingState(
                     int(row[0]), row[1], int(row[2]), int(row[3]), int(row[4]),
                     None if row[5] is None else int(row[5]), bool(row[6]))
+        self._load_accounts(operations)
+
+    def _load_accounts(self, operations: Sequence[Operation]) -> None:
+        engine, dialect = self.engine, self.db.dialect
         account_ids: set[int] = set()
-        for op in live:
-            account_ids |= engine.account_ids(op)
+        for op in operations:
+            if (op.scope, op.key) not in self._busy_keys:
+                account_ids |= engine.account_ids(op)
         account_ids.difference_update(engine.accounts)
         if account_ids:
             for row in self.db.execute(dialect.load_accounts,
@@ -90,23 +104,21 @@ class SqlUnitOfWork:
                 engine.accounts[int(row[0])] = AccountState(account_from_row(row))
 
     def commit(self) -> None:
-        """Flush the staged rows and commit."""
+        """Write the staged rows and commit (on PostgreSQL in one round trip)."""
         invariant(self._open, "commit needs an open unit of work")
         engine, dialect = self.engine, self.db.dialect
-        self.db.executemany(dialect.insert_operations, engine.operation_rows)
-        self.db.executemany(dialect.insert_transfers, engine.transfer_rows)
-        self.db.executemany(dialect.update_balances, engine.balance_deltas())
-        self._flush_inserts(engine.inserts)
-        self.db.commit()
-        self._open = False
-
-    def _flush_inserts(self, inserts: list[Insert]) -> None:
+        writes: list[tuple[str, Sequence[Sequence[Any]]]] = [
+            (dialect.insert_operations, engine.operation_rows),
+            (dialect.insert_transfers, engine.transfer_rows),
+            (dialect.update_balances, engine.balance_deltas()),
+        ]
         by_shape: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
-        for insert in inserts:
-            columns = tuple(insert.row)
-            by_shape[insert.table, columns].append(tuple(insert.row.values()))
-        for (table, columns), rows in by_shape.items():
-            self.db.executemany(self.db.dialect.insert(table, columns), rows)
+        for insert in engine.inserts:
+            by_shape[insert.table, tuple(insert.row)].append(tuple(insert.row.values()))
+        writes.extend((dialect.insert(table, columns), rows)
+                      for (table, columns), rows in by_shape.items())
+        self.db.write(writes, commit=True)
+        self._open = False
 
     def rollback(self) -> None:
         """Discard everything staged."""

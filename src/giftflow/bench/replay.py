@@ -1,0 +1,270 @@
+"""The bare-SQL baseline: replays statements recorded from giftflow with the driver alone.
+
+A recording (:data:`giftflow.adapters.sql.db.Trace`) holds every statement that giftflow's ``Db``
+ran, with its parameters, including ``BEGIN``, ``COMMIT`` and the id-block reservations. The
+replay runs exactly those statements, in the same order and transactions, ``executemany`` as
+``executemany``, on a connection opened the way giftflow opens its own: nothing else runs in the
+timed loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from giftflow.adapters.sql.db import Trace
+from giftflow.bench.resources import ServerProbe, process_wait_s
+
+SQLITE_PRAGMAS = (
+    "journal_mode", "synchronous", "foreign_keys", "cache_size", "busy_timeout",
+    "wal_autocheckpoint", "temp_store", "mmap_size", "locking_mode", "automatic_index",
+    "cache_spill", "secure_delete", "recursive_triggers", "page_size",
+)
+"""The SQLite settings read from giftflow's connection and given to the baseline's."""
+
+POSTGRES_SETTINGS = (
+    "synchronous_commit", "default_transaction_isolation", "jit", "plan_cache_mode", "work_mem",
+    "commit_delay", "wal_sync_method",
+)
+"""The PostgreSQL session settings compared between giftflow's connection and the baseline's.
+
+``search_path`` is left out: the URL of each fresh database sets it to that database's schema.
+"""
+
+
+class ReplayError(Exception):
+    """The baseline could not be set up like giftflow's connection, or the replay failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One recorded statement, ready for the driver (placeholders converted)."""
+
+    many: bool
+    sql: str
+    params: Any
+    group: tuple[Step, ...] = ()
+    """For a PostgreSQL pipeline (``sql`` is ``queries`` or ``write``): the calls it sends."""
+
+    def flat(self) -> tuple[Step, ...]:
+        """This step, or the calls of its pipeline."""
+        return self.group or (self,)
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A recording prepared for one dialect."""
+
+    dialect: str
+    steps: tuple[Step, ...]
+
+    @property
+    def calls(self) -> tuple[Step, ...]:
+        """Every driver call, pipelines unpacked."""
+        return tuple(call for step in self.steps for call in step.flat())
+
+    @property
+    def statements(self) -> int:
+        """How many driver calls the replay makes (``BEGIN`` and ``COMMIT`` included)."""
+        return len(self.calls)
+
+    @property
+    def round_trips(self) -> int:
+        """How many times the replay waits for the database (a pipeline waits once)."""
+        return len(self.steps)
+
+    @property
+    def commits(self) -> int:
+        """How many transactions it commits."""
+        return sum(1 for step in self.calls if step.sql == "COMMIT")
+
+    @property
+    def rollbacks(self) -> int:
+        """How many transactions it rolls back (lost races that giftflow retried)."""
+        return sum(1 for step in self.calls if step.sql == "ROLLBACK")
+
+    def kinds(self) -> dict[str, int]:
+        """Driver calls by the first words of their SQL, for the report."""
+        counts: dict[str, int] = {}
+        for step in self.calls:
+            words = step.sql.split()
+            name = " ".join(words[:3] if words[0] == "INSERT" else words[:1])
+            name = f"{name} (executemany)" if step.many else name
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+
+def prepare(trace: Trace, dialect: str) -> Replay:
+    """Turn a recording into driver calls, converting placeholders as giftflow's ``Db`` does."""
+    steps: list[Step] = []
+    for kind, sql, params in trace:
+        if kind == "pipeline":
+            if dialect == "sqlite" or sql not in {"queries", "write"}:
+                raise ReplayError(f"unexpected pipeline {sql!r} for {dialect}")
+            group = tuple(_step(call_kind, call_sql, call_params, dialect)
+                          for call_kind, call_sql, call_params in params)
+            steps.append(Step(many=False, sql=sql, params=None, group=group))
+        else:
+            steps.append(_step(kind, sql, params, dialect))
+    return Replay(dialect, tuple(steps))
+
+
+def _step(kind: str, sql: str, params: Any, dialect: str) -> Step:  # noqa: ANN401 -- driver data
+    many = kind == "executemany"
+    if not many and kind != "execute":
+        raise ReplayError(f"unknown recorded call {kind!r}")
+    if dialect == "sqlite":
+        return Step(many, sql, params)
+    # psycopg: '%s' placeholders, and no parameters at all rather than an empty tuple.
+    return Step(many, sql.replace("?", "%s"), params if many else (params or None))
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Wall time of one timed section, and where the time went, all in seconds.
+
+    ``*_cpu_seconds`` is time on a CPU; ``*_wait_seconds`` is time spent ready to run but waiting
+    for a CPU (the run queue), which shows other processes competing for the cores. The server's
+    figures are ``None`` when it is not on this machine; ``client_wait_seconds`` is ``None`` where
+    the kernel does not report run-queue time.
+    """
+
+    seconds: float
+    client_cpu_seconds: float
+    client_wait_seconds: float | None
+    server_cpu_seconds: float | None
+    server_wait_seconds: float | None
+
+
+class Stopwatch:
+    """Measures a section between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, server: ServerProbe = None) -> None:
+        self._server_probe = server
+        self._wall = self._cpu = 0.0
+        self._wait: float | None = None
+        self._server: tuple[float, float] | None = None
+
+    def start(self) -> None:
+        """Start measuring."""
+        self._server = None if self._server_probe is None else self._server_probe()
+        self._wait = process_wait_s()
+        self._cpu = time.process_time()
+        self._wall = time.perf_counter()
+
+    def stop(self) -> Timing:
+        """Stop measuring and return what was measured."""
+        wall = time.perf_counter() - self._wall
+        cpu = time.process_time() - self._cpu
+        wait_now = process_wait_s()
+        wait = None if wait_now is None or self._wait is None else wait_now - self._wait
+        server_cpu = server_wait = None
+        if self._server_probe is not None and self._server is not None:
+            cpu_now, server_wait_now = self._server_probe()
+            server_cpu = cpu_now - self._server[0]
+            server_wait = server_wait_now - self._server[1]
+        return Timing(wall, cpu, wait, server_cpu, server_wait)
+
+
+def _run_pipeline(cursor: Any, step: Step) -> None:  # noqa: ANN401 -- psycopg's cursor
+    """One PostgreSQL pipeline, sent the way giftflow's ``Db`` sends it."""
+    connection = cursor.connection
+    if step.sql == "queries":
+        with connection.pipeline() as pipeline:
+            cursors = [connection.execute(call.sql, call.params) for call in step.group]
+            pipeline.sync()
+        for each in cursors:
+            if each.description is not None:
+                each.fetchall()
+        return
+    with connection.pipeline(), connection.cursor() as writer:
+        for call in step.group:
+            if call.many:
+                writer.executemany(call.sql, call.params)
+            else:
+                writer.execute(call.sql, call.params)
+
+
+def run_steps(cursor: Any, steps: tuple[Step, ...],  # noqa: ANN401 -- either driver's cursor
+              stopwatch: Stopwatch) -> Timing:
+    """The minimal loop: execute each step, reading the rows of statements that return rows."""
+    stopwatch.start()
+    for step in steps:
+        if step.group:
+            _run_pipeline(cursor, step)
+        elif step.many:
+            cursor.executemany(step.sql, step.params)
+        else:
+            cursor.execute(step.sql, step.params)
+            if cursor.description is not None:
+                cursor.fetchall()
+    return stopwatch.stop()
+
+
+def sqlite_settings(raw: sqlite3.Connection) -> dict[str, str]:
+    """The values of :data:`SQLITE_PRAGMAS` on a connection."""
+    values: dict[str, str] = {}
+    for name in SQLITE_PRAGMAS:
+        row = raw.execute(f"PRAGMA {name}").fetchone()
+        values[name] = "" if row is None else str(row[0])
+    return values
+
+
+def postgres_settings(raw: psycopg.Connection[Any]) -> dict[str, str]:
+    """The values of :data:`POSTGRES_SETTINGS` on a connection."""
+    values: dict[str, str] = {}
+    for name in POSTGRES_SETTINGS:
+        row = raw.execute(f"SHOW {name}").fetchone()
+        values[name] = "" if row is None else str(row[0])
+    return values
+
+
+def open_sqlite(path: Path, settings: dict[str, str]) -> sqlite3.Connection:
+    """A connection opened like giftflow's (autocommit), with giftflow's settings, checked."""
+    raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for name, value in settings.items():
+        if name != "page_size":  # fixed when the file was created (by giftflow's store)
+            raw.execute(f"PRAGMA {name}={value}")
+    mine = sqlite_settings(raw)
+    if mine != settings:
+        differ = {name: (settings[name], mine[name]) for name in settings
+                  if settings[name] != mine.get(name)}
+        raw.close()
+        raise ReplayError(f"the baseline's SQLite settings differ from giftflow's: {differ}")
+    return raw
+
+
+def open_postgres(url: str, settings: dict[str, str]) -> psycopg.Connection[Any]:
+    """A connection opened like giftflow's pool opens one (autocommit), with its settings."""
+    raw = psycopg.connect(url, autocommit=True)
+    mine = postgres_settings(raw)
+    if mine != settings:
+        raw.close()
+        raise ReplayError(f"the baseline's session settings differ from giftflow's: "
+                          f"{settings} vs {mine}")
+    return raw
+
+
+def replay_sqlite(path: Path, settings: dict[str, str], replay: Replay) -> Timing:
+    """Replay on the SQLite file at ``path``; returns the time of the loop alone."""
+    raw = open_sqlite(path, settings)
+    try:
+        return run_steps(raw.cursor(), replay.steps, Stopwatch())
+    finally:
+        raw.close()
+
+
+def replay_postgres(url: str, settings: dict[str, str], replay: Replay,
+                    server: ServerProbe) -> Timing:
+    """Replay on the PostgreSQL database at ``url``; returns the time of the loop alone."""
+    raw = open_postgres(url, settings)
+    try:
+        with raw.cursor() as cursor:
+            return run_steps(cursor, replay.steps, Stopwatch(server))
+    finally:
+        raw.close()
