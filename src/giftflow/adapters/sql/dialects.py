@@ -97,6 +97,7 @@ class Dialect:
     begin: str
     load_keys: str
     load_accounts: str
+    load_accounts_guarded: str
     load_pendings: str
     take_id_block: str
     missing_legs: str
@@ -126,6 +127,13 @@ class Dialect:
         return ([scope for scope, _ in keys], [key for _, key in keys],
                 [lock_key(scope, key) for scope, key in keys])
 
+    def guarded_account_params(self, ids: Sequence[int],
+                               keys: Sequence[tuple[str, str]]) -> tuple[Any, ...]:
+        """The parameters of :attr:`load_accounts_guarded`."""
+        if self.name == "sqlite":
+            return self.id_params(ids)
+        return (list(ids), [lock_key(scope, key) for scope, key in keys])
+
     def id_params(self, ids: Sequence[int]) -> tuple[Any, ...]:
         """The parameters of a statement that takes a list of ids."""
         if self.name == "sqlite":
@@ -153,6 +161,10 @@ SQLITE = Dialect(
         "ON o.scope = k.value ->> 0 AND o.idem_key = k.value ->> 1"
     ),
     load_accounts=(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
+    ),
+    # SQLite has no concurrent writer to wait for: BEGIN IMMEDIATE already holds the write lock.
+    load_accounts_guarded=(
         f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
     ),
     load_pendings=(
@@ -185,6 +197,11 @@ POSTGRESQL = Dialect(
     load_accounts=(
         f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(?::bigint[]) "
         "ORDER BY id FOR UPDATE"
+    ),
+    load_accounts_guarded=(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(?::bigint[]) "
+        "AND (SELECT coalesce(bool_and(pg_try_advisory_xact_lock(k)), true) "
+        "FROM unnest(?::bigint[]) AS k) ORDER BY id FOR UPDATE"
     ),
     load_pendings=(
         "SELECT t.id, t.ledger, t.debit_account_id, t.credit_account_id, t.amount, "

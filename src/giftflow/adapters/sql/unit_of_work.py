@@ -59,11 +59,15 @@ class SqlUnitOfWork:
                 for op in operations]
 
     def _load(self, operations: Sequence[Operation]) -> None:
-        """Load keys (and pending transfers) in one round trip, then lock and load accounts.
+        """Load the operations' keys, the pending transfers they resolve, and lock their accounts.
 
-        Accounts come second because a duplicate whose key another transaction holds must be
-        answered without touching its accounts: locking them would make it wait for that
-        transaction instead.
+        A duplicate whose key another transaction holds must be answered without touching its
+        accounts: locking them would make it wait for that transaction. So on PostgreSQL the
+        account lock travels in the same round trip as the key lookup only behind a guard that
+        takes every key's advisory lock first (re-entrant for this transaction); if any key is
+        busy the guarded statement locks nothing and the accounts of the others are locked in a
+        second round trip. Operations that resolve pending transfers learn their accounts from
+        those rows, so they take the second round trip too.
         """
         engine, dialect = self.engine, self.db.dialect
         keys = list(dict.fromkeys(
@@ -76,32 +80,53 @@ class SqlUnitOfWork:
             statements.append((dialect.load_keys, dialect.key_params(keys)))
         if pending_ids:
             statements.append((dialect.load_pendings, dialect.id_params(pending_ids)))
+        early_ids: list[int] = []
+        if not pending_ids:
+            early_ids = sorted(self._account_ids_to_load(operations))
+            if early_ids:
+                statements.append((dialect.load_accounts_guarded,
+                                   dialect.guarded_account_params(early_ids, keys)))
         results = iter(self.db.queries(statements)) if statements else iter(())
         if keys:
-            for scope, key, op_id, content_hash, status, response, locked in next(results):
-                if not locked:
-                    self._busy_keys.add((scope, key))
-                else:
-                    engine.keys[scope, key] = None if op_id is None else KeyRecord(
-                        int(op_id), bytes(content_hash), status, response)
+            self._take_keys(next(results))
         if pending_ids:
-            for row in next(results):
-                engine.pendings[int(row[0])] = PendingState(
-                    int(row[0]), row[1], int(row[2]), int(row[3]), int(row[4]),
-                    None if row[5] is None else int(row[5]), bool(row[6]))
-        self._load_accounts(operations)
+            self._take_pendings(next(results))
+        if early_ids:
+            self._take_accounts(next(results))
+        if pending_ids or self._busy_keys:
+            late_ids = self._account_ids_to_load(operations)
+            if late_ids:
+                self._take_accounts(self.db.execute(dialect.load_accounts,
+                                                    dialect.id_params(sorted(late_ids))))
 
-    def _load_accounts(self, operations: Sequence[Operation]) -> None:
-        engine, dialect = self.engine, self.db.dialect
+    def _take_keys(self, rows: list[tuple[Any, ...]]) -> None:
+        engine = self.engine
+        for scope, key, op_id, content_hash, status, response, locked in rows:
+            if not locked:
+                self._busy_keys.add((scope, key))
+            else:
+                engine.keys[scope, key] = None if op_id is None else KeyRecord(
+                    int(op_id), bytes(content_hash), status, response)
+
+    def _take_pendings(self, rows: list[tuple[Any, ...]]) -> None:
+        for row in rows:
+            self.engine.pendings[int(row[0])] = PendingState(
+                int(row[0]), row[1], int(row[2]), int(row[3]), int(row[4]),
+                None if row[5] is None else int(row[5]), bool(row[6]))
+
+    def _take_accounts(self, rows: list[tuple[Any, ...]]) -> None:
+        accounts = self.engine.accounts
+        for row in rows:
+            accounts[int(row[0])] = AccountState(account_from_row(row))
+
+    def _account_ids_to_load(self, operations: Sequence[Operation]) -> set[int]:
+        engine, busy = self.engine, self._busy_keys
         account_ids: set[int] = set()
         for op in operations:
-            if (op.scope, op.key) not in self._busy_keys:
+            if not busy or (op.scope, op.key) not in busy:
                 account_ids |= engine.account_ids(op)
         account_ids.difference_update(engine.accounts)
-        if account_ids:
-            for row in self.db.execute(dialect.load_accounts,
-                                       dialect.id_params(sorted(account_ids))):
-                engine.accounts[int(row[0])] = AccountState(account_from_row(row))
+        return account_ids
 
     def commit(self) -> None:
         """Write the staged rows and commit (on PostgreSQL in one round trip)."""
