@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
@@ -48,17 +48,25 @@ class AccountState:
     __slots__ = ("allow_negative", "id", "kind", "ledger", "loaded", "owner", "pending_credits",
                  "pending_debits", "posted")
 
-    def __init__(self, account: Account) -> None:
-        self.id = account.id
-        self.ledger = account.ledger
-        self.owner = account.owner
-        self.kind = account.kind
-        self.allow_negative = account.allow_negative
-        self.posted = account.posted
-        self.pending_debits = account.pending_debits
-        self.pending_credits = account.pending_credits
+    def __init__(self, account_id: int, ledger: str, owner: str, kind: str, allow_negative: bool,
+                 posted: int, pending_debits: int, pending_credits: int) -> None:
+        self.id = account_id
+        self.ledger = ledger
+        self.owner = owner
+        self.kind = kind
+        self.allow_negative = allow_negative
+        self.posted = posted
+        self.pending_debits = pending_debits
+        self.pending_credits = pending_credits
         # The balances as loaded: what the database holds until this transaction commits.
-        self.loaded = (account.posted, account.pending_debits, account.pending_credits)
+        self.loaded = (posted, pending_debits, pending_credits)
+
+    @classmethod
+    def of(cls, account: Account) -> AccountState:
+        """The state of a loaded account."""
+        return cls(account.id, account.ledger, account.owner, account.kind,
+                   account.allow_negative, account.posted, account.pending_debits,
+                   account.pending_credits)
 
     def delta(self) -> tuple[int, int, int]:
         """What this transaction changed: posted, pending debits, pending credits."""
@@ -85,13 +93,11 @@ class PendingState:
     resolved: bool
 
 
-class KeyRecord(NamedTuple):
-    """What an idempotency key already holds: the operation and its stored outcome."""
+KeyRecord = tuple[int, bytes, str, bytes | str]
+"""What an idempotency key already holds: operation id, content hash, status, stored response.
 
-    operation_id: int
-    content_hash: bytes
-    status: str
-    response: bytes | str
+A plain tuple: one is made per operation on the hot path, where a named tuple costs ten times as
+much to build."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +124,13 @@ def _stored(code: str, detail: str) -> _Refused:
 
 def replay(record: KeyRecord, content_hash: bytes) -> Result:
     """The answer an idempotency key gives to a retry, or a conflict when the content differs."""
-    if record.content_hash != content_hash:
+    operation_id, recorded_hash, status, response = record
+    if recorded_hash != content_hash:
         return Failure(codes.IDEMPOTENCY_CONFLICT,
                        "this idempotency key was used with different content")
-    stored = orjson.loads(record.response)
-    if record.status == STATUS_SUCCEEDED:
-        return Applied(record.operation_id, tuple(stored["t"]), stored["b"], replayed=True)
+    stored = orjson.loads(response)
+    if status == STATUS_SUCCEEDED:
+        return Applied(operation_id, tuple(stored["t"]), stored["b"], replayed=True)
     return Failure(stored["code"], stored["detail"], stored=True, replayed=True)
 
 
@@ -208,7 +215,6 @@ class Engine:
             if refused.failure.stored:
                 self._stage_failure(operation, content_hash, refused.failure)
             return refused.failure
-        self._check_conserved(before)
         return self._stage_success(operation, content_hash, before, legs)
 
     def _apply_legs(self, operation: Operation,
@@ -216,7 +222,8 @@ class Engine:
         """Move every leg's amount on the accounts' state, or refuse the whole operation.
 
         ``before`` receives each touched account's balances as they were, so that a refusal can
-        put them back and the caller can check that the operation conserved money.
+        put them back. Every leg moves one amount out of one account and into another of the same
+        ledger; :meth:`balance_deltas` checks, per ledger, that the sums stay zero.
         """
         transfers = operation.transfers
         if len(transfers) > self.limits.transfers_per_operation_max:
@@ -267,22 +274,6 @@ class Engine:
             state.posted, state.pending_debits, state.pending_credits = (
                 posted, pending_debits, pending_credits)
 
-    def _check_conserved(self, before: dict[int, tuple[int, int, int]]) -> None:
-        """Postcondition of one operation: what it moved sums to zero, and so do its reservations.
-
-        Per ledger, the same holds for the whole unit of work and is checked when its balance
-        changes are written (:meth:`balance_deltas`).
-        """
-        accounts = self.accounts
-        moved = reserved = 0
-        for account_id, (posted, pending_debits, pending_credits) in before.items():
-            state = accounts[account_id]
-            moved += state.posted - posted
-            reserved += (state.pending_debits - pending_debits
-                         - state.pending_credits + pending_credits)
-        invariant(moved == 0, f"an operation's posted moves sum to {moved}, not 0")
-        invariant(reserved == 0, "an operation's pending debits and credits differ")
-
     def _pending_for(self, leg: TransferRequest, earlier: list[_Leg]) -> PendingState:
         pending = self.pendings.get(leg.pending_id or 0)
         if pending is None:
@@ -311,8 +302,7 @@ class Engine:
             operation_id, operation.scope, operation.key, operation.kind, content_hash, status,
             response.decode(), operation.actor, operation.request_id, now_ms,
         ))
-        self.keys[operation.scope, operation.key] = KeyRecord(
-            operation_id, content_hash, status, response)
+        self.keys[operation.scope, operation.key] = (operation_id, content_hash, status, response)
 
     def _stage_success(self, operation: Operation, content_hash: bytes,
                        before: dict[int, tuple[int, int, int]], legs: list[_Leg]) -> Applied:

@@ -10,7 +10,7 @@ from typing import Any, Self
 from giftflow.adapters.sql.db import Db
 from giftflow.invariants import invariant
 from giftflow.ledger import codes
-from giftflow.ledger.engine import AccountState, Engine, KeyRecord, Limits, PendingState
+from giftflow.ledger.engine import AccountState, Engine, Limits, PendingState
 from giftflow.ledger.model import Account, Failure, Operation, Result
 
 
@@ -55,8 +55,10 @@ class SqlUnitOfWork:
         self.engine.reserve_ids(sum(1 + len(op.transfers) for op in operations))
         busy = Failure(codes.IDEMPOTENCY_IN_PROGRESS,
                        "an operation with this idempotency key is still running")
-        return [busy if (op.scope, op.key) in self._busy_keys else self.engine.apply(op)
-                for op in operations]
+        apply, busy_keys = self.engine.apply, self._busy_keys
+        if not busy_keys:
+            return [apply(op) for op in operations]
+        return [busy if (op.scope, op.key) in busy_keys else apply(op) for op in operations]
 
     def _load(self, operations: Sequence[Operation]) -> None:
         """Load the operations' keys, the pending transfers they resolve, and lock their accounts.
@@ -105,7 +107,7 @@ class SqlUnitOfWork:
             if not locked:
                 self._busy_keys.add((scope, key))
             else:
-                engine.keys[scope, key] = None if op_id is None else KeyRecord(
+                engine.keys[scope, key] = None if op_id is None else (
                     int(op_id), bytes(content_hash), status, response)
 
     def _take_pendings(self, rows: list[tuple[Any, ...]]) -> None:
@@ -116,8 +118,10 @@ class SqlUnitOfWork:
 
     def _take_accounts(self, rows: list[tuple[Any, ...]]) -> None:
         accounts = self.engine.accounts
-        for row in rows:
-            accounts[int(row[0])] = AccountState(account_from_row(row))
+        for account_id, ledger, owner, kind, allow_negative, posted, reserved, incoming in rows:
+            accounts[int(account_id)] = AccountState(
+                int(account_id), ledger, owner, kind, bool(allow_negative), int(posted),
+                int(reserved), int(incoming))
 
     def _account_ids_to_load(self, operations: Sequence[Operation]) -> set[int]:
         engine, busy = self.engine, self._busy_keys
