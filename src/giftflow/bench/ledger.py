@@ -61,7 +61,12 @@ from giftflow.bench.replay import (
 )
 from giftflow.bench.resources import ServerProbe, flush_latency_s
 from giftflow.bench.sites import DEFAULT_POSTGRES_URL, PostgresSite, Site, SiteError, SqliteSite
-from giftflow.bootstrap import build_ledger, group_commit_settings, open_store
+from giftflow.bootstrap import (
+    build_ledger,
+    group_commit_settings,
+    open_store,
+    tune_garbage_collector,
+)
 from giftflow.ledger import (
     GroupCommitter,
     Ledger,
@@ -561,6 +566,9 @@ def run_ledger_bench(settings: Settings, *, operations: int, single_operations: 
     """Measure every store and mode against its baseline, print the table; exit 1 on an error."""
     if repeats < 1:
         raise BenchError("repeats must be at least 1")
+    # The process is tuned as a long-running giftflow process is; giftflow and the baseline
+    # share it, so both run under the same collector settings.
+    tune_garbage_collector()
     sites = _sites(settings, postgres_url, console)
     try:  # the temporary files and schemas go away whatever happens, Ctrl-C included
         flush_s = flush_latency_s(sites[0].directory) if isinstance(sites[0], SqliteSite) else 0.0

@@ -116,9 +116,8 @@ class GroupCommitter:
             deadline = time.monotonic() + self.settings.window_ms / 1000
             stopping = False
             while size < self._batch_max:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
+                item = self._next_item(deadline)
+                if item is None:
                     break
                 if item is _STOP:
                     stopping = True
@@ -132,6 +131,22 @@ class GroupCommitter:
             self._commit(batch, size)
             if stopping:
                 return
+
+    def _next_item(self, deadline: float) -> object | None:
+        """The next queued item, waiting at most until ``deadline``; None when none came.
+
+        What is already queued is taken without a timer: only an empty queue pays for a wait.
+        """
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                return self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return None
 
     def _commit(self, batch: list[_Request], size: int) -> None:
         operations = [operation for request in batch for operation in request[0]]
