@@ -11,7 +11,7 @@ This is the hot path of group commit, so it favours plain tuples and lists over 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -173,12 +173,6 @@ class Engine:
         return first
 
     # -- what a unit of work must load before apply() ------------------------------------------
-
-    @staticmethod
-    def pending_ids(operation: Operation) -> Iterable[int]:
-        """The pending transfers this operation resolves."""
-        return (leg.pending_id for leg in operation.transfers
-                if leg.pending_id is not None and leg.phase in (_POST, _VOID))
 
     def account_ids(self, operation: Operation) -> set[int]:
         """The accounts this operation touches (pending transfers must be loaded first)."""

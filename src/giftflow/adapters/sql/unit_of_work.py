@@ -11,7 +11,7 @@ from giftflow.adapters.sql.db import Db
 from giftflow.invariants import invariant
 from giftflow.ledger import codes
 from giftflow.ledger.engine import AccountState, Engine, Limits, PendingState
-from giftflow.ledger.model import Account, Failure, Operation, Result
+from giftflow.ledger.model import Account, Failure, Operation, Phase, Result
 
 
 def account_from_row(row: Sequence[Any]) -> Account:
@@ -52,7 +52,6 @@ class SqlUnitOfWork:
         """Load keys, pending transfers and accounts in three statements, then apply in order."""
         invariant(self._open, "apply needs an open unit of work")
         self._load(operations)
-        self.engine.reserve_ids(sum(1 + len(op.transfers) for op in operations))
         busy = Failure(codes.IDEMPOTENCY_IN_PROGRESS,
                        "an operation with this idempotency key is still running")
         apply, busy_keys = self.engine.apply, self._busy_keys
@@ -72,11 +71,8 @@ class SqlUnitOfWork:
         those rows, so they take the second round trip too.
         """
         engine, dialect = self.engine, self.db.dialect
-        keys = list(dict.fromkeys(
-            scope_key for scope_key in ((op.scope, op.key) for op in operations)
-            if scope_key not in engine.keys and scope_key not in self._busy_keys))
-        pending_ids = list({pending_id for op in operations for pending_id in engine.pending_ids(op)
-                            if pending_id not in engine.pendings})
+        keys, pending_ids, account_ids, ids_needed = self._scan(operations)
+        engine.reserve_ids(ids_needed)
         statements: list[tuple[str, Sequence[Any]]] = []
         if keys:
             statements.append((dialect.load_keys, dialect.key_params(keys)))
@@ -84,7 +80,7 @@ class SqlUnitOfWork:
             statements.append((dialect.load_pendings, dialect.id_params(pending_ids)))
         early_ids: list[int] = []
         if not pending_ids:
-            early_ids = sorted(self._account_ids_to_load(operations))
+            early_ids = sorted(account_ids)
             if early_ids:
                 statements.append((dialect.load_accounts_guarded,
                                    dialect.guarded_account_params(early_ids, keys)))
@@ -100,6 +96,35 @@ class SqlUnitOfWork:
             if late_ids:
                 self._take_accounts(self.db.execute(dialect.load_accounts,
                                                     dialect.id_params(sorted(late_ids))))
+
+    def _scan(self, operations: Sequence[Operation]
+              ) -> tuple[list[tuple[str, str]], list[int], set[int], int]:
+        """What the operations need that is not loaded yet, in one pass.
+
+        Returns the keys, the pending transfers, the accounts (those of posts and voids are
+        learnt from their pending transfers) and how many ids the operations can use.
+        """
+        engine = self.engine
+        known_keys, busy, pendings, accounts = (engine.keys, self._busy_keys, engine.pendings,
+                                                engine.accounts)
+        keys: dict[tuple[str, str], None] = {}
+        pending_ids: set[int] = set()
+        account_ids: set[int] = set()
+        ids_needed = 0
+        for op in operations:
+            scope_key = (op.scope, op.key)
+            if scope_key not in known_keys and scope_key not in busy:
+                keys[scope_key] = None
+            ids_needed += 1 + len(op.transfers)
+            for leg in op.transfers:
+                if leg.phase is Phase.POST or leg.phase is Phase.VOID:
+                    if leg.pending_id is not None and leg.pending_id not in pendings:
+                        pending_ids.add(leg.pending_id)
+                else:
+                    account_ids.add(leg.debit_account_id)
+                    account_ids.add(leg.credit_account_id)
+        account_ids.difference_update(accounts)
+        return list(keys), list(pending_ids), account_ids, ids_needed
 
     def _take_keys(self, rows: list[tuple[Any, ...]]) -> None:
         engine = self.engine
