@@ -24,7 +24,10 @@ from giftflow.ledger.ports import StoreConflict
 ID_BLOCK_SIZE = 4096
 """Ids per block reserved from the database; ids inside a block increase with time."""
 
-Trace = list[tuple[str, str, Any]]
+Step = tuple[str, str, Any]
+"""A driver call: ``("execute", sql, parameters)`` or ``("executemany", sql, rows)``."""
+
+Trace = list[Step]
 """Recorded driver calls: ``(kind, sql, parameters)``. Kind ``execute`` or ``executemany`` is one
 call. Kind ``pipeline`` (PostgreSQL) holds, in place of parameters, a list of such calls sent in
 one round trip: ``queries`` (each on its own cursor, rows read after the sync) or ``write`` (one
@@ -109,7 +112,7 @@ class Db:
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one statement for each row of parameters."""
-        self.write(((sql, list(rows)),), commit=False)
+        self.write((("executemany", sql, list(rows)),), commit=False)
 
     def queries(self, statements: Sequence[tuple[str, Sequence[Any]]]
                 ) -> list[list[tuple[Any, ...]]]:
@@ -137,30 +140,31 @@ class Db:
             _reraise(error)
         return results[len(batch) - len(statements):]
 
-    def write(self, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]], *,
-              commit: bool) -> None:
-        """``executemany`` each statement over its rows, then commit if asked.
+    def write(self, steps: Sequence[Step], *, commit: bool) -> None:
+        """Run write steps in order, then commit if asked.
 
-        On PostgreSQL the whole write, and the ``COMMIT``, travel in one round trip.
+        A step is ``("execute", sql, parameters)`` or ``("executemany", sql, rows)``; an
+        ``executemany`` without rows is skipped. On PostgreSQL the whole write, and the
+        ``COMMIT``, travel in one round trip.
         """
-        statements = [(sql, rows) for sql, rows in statements if rows]
-        if self.dialect.name == "sqlite" or not (statements or commit):
-            self._write_one_by_one(statements, commit=commit)
+        steps = [step for step in steps if step[0] == "execute" or step[2]]
+        if self.dialect.name == "sqlite" or not (steps or commit):
+            self._write_one_by_one(steps, commit=commit)
             return
-        steps: list[tuple[str, str, Any]] = []
+        calls: list[Step] = []
         if self._begin_pending:
-            steps.append(("execute", self.dialect.begin, ()))
-        steps.extend(("executemany", sql, rows) for sql, rows in statements)
-        if commit and (self._in_transaction or steps):
-            steps.append(("execute", "COMMIT", ()))
+            calls.append(("execute", self.dialect.begin, ()))
+        calls.extend(steps)
+        if commit and (self._in_transaction or calls):
+            calls.append(("execute", "COMMIT", ()))
         self._begin_pending = False
         if self.trace is not None:
-            self.trace.append(("pipeline", "write", steps))
+            self.trace.append(("pipeline", "write", calls))
         try:
             with self.raw.pipeline(), self.raw.cursor() as cursor:
-                for kind, sql, params in steps:
+                for kind, sql, params in calls:
                     if kind == "execute":
-                        cursor.execute(sql)
+                        cursor.execute(self._convert(sql), params or None)
                     else:
                         cursor.executemany(self._convert(sql), params)
         except psycopg.Error as error:
@@ -168,20 +172,22 @@ class Db:
         if commit:
             self._ended()
 
-    def _write_one_by_one(self, statements: list[tuple[str, Sequence[Sequence[Any]]]], *,
-                          commit: bool) -> None:
-        for sql, rows in statements:
+    def _write_one_by_one(self, steps: list[Step], *, commit: bool) -> None:
+        for kind, sql, params in steps:
+            if kind == "execute":
+                self.execute(sql, params)
+                continue
             if self._begin_pending:
                 self._begin_pending = False
                 self.execute(self.dialect.begin)
             if self.trace is not None:
-                self.trace.append(("executemany", sql, rows))
+                self.trace.append(("executemany", sql, params))
             try:
                 if self.dialect.name == "sqlite":
-                    self.raw.executemany(sql, rows)
+                    self.raw.executemany(sql, params)
                 else:
                     with self.raw.cursor() as cursor:
-                        cursor.executemany(self._convert(sql), rows)
+                        cursor.executemany(self._convert(sql), params)
             except (sqlite3.Error, psycopg.Error) as error:
                 _reraise(error)
         if commit:

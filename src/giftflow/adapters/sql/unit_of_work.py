@@ -161,15 +161,12 @@ class SqlUnitOfWork:
         """Write the staged rows and commit (on PostgreSQL in one round trip)."""
         invariant(self._open, "commit needs an open unit of work")
         engine, dialect = self.engine, self.db.dialect
-        writes: list[tuple[str, Sequence[Sequence[Any]]]] = [
-            (dialect.insert_operations, engine.operation_rows),
-            (dialect.insert_transfers, engine.transfer_rows),
-            (dialect.update_balances, engine.balance_deltas()),
-        ]
+        writes = dialect.ledger_writes(engine.operation_rows, engine.transfer_rows,
+                                       engine.balance_deltas())
         by_shape: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
         for insert in engine.inserts:
             by_shape[insert.table, tuple(insert.row)].append(tuple(insert.row.values()))
-        writes.extend((dialect.insert(table, columns), rows)
+        writes.extend(("executemany", dialect.insert(table, columns), rows)
                       for (table, columns), rows in by_shape.items())
         self.db.write(writes, commit=True)
         self._open = False
