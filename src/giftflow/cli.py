@@ -19,8 +19,9 @@ from giftflow.settings import Settings
 app = typer.Typer(help="giftflow: the live-gifting economy.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 ledger_app = typer.Typer(help="Inspect and check the ledger.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks, each against a bare-SQL baseline from the same run.",
-                        no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks, each against a bare-SQL baseline from the same run. "
+                             "Without a subcommand, runs them all with their defaults.",
+                        invoke_without_command=True)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(bench_app, name="bench")
 
@@ -107,6 +108,13 @@ def example(data_dir: DataDir = None, db: DatabaseUrl = None) -> None:
         run(store, out)
     finally:
         store.close()
+
+
+@bench_app.callback()
+def bench_all(context: typer.Context, data_dir: DataDir = None) -> None:
+    """Run every benchmark with its defaults when no subcommand is named."""
+    if context.invoked_subcommand is None:
+        context.invoke(bench_ledger, data_dir=data_dir)
 
 
 @bench_app.command("ledger")
