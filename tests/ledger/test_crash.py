@@ -31,9 +31,8 @@ import workers  # tests/ledger is on pytest's pythonpath
 from giftflow.adapters.sql.store import SqlStore
 from giftflow.ledger import Ledger
 
-HERE = Path(__file__).resolve().parent
-WORKER = HERE / "workers.py"
-ROOT = HERE.parent.parent
+WORKER = workers.WORKER
+ROOT = workers.ROOT
 log = logging.getLogger(__name__)
 STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 

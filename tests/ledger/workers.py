@@ -45,6 +45,11 @@ from giftflow.ledger import (
     TransferRequest,
 )
 
+WORKER = Path(__file__).resolve()
+"""This script, as the tests start it."""
+ROOT = WORKER.parent.parent.parent
+"""The repository, the workers' working directory."""
+
 DIAMONDS_PER_COIN = 5_000
 """Creator share 5000 bps at DIAMOND scale 4: ``coins × 5000 × 10^4 // 10^4``."""
 GIFT_COINS = (1, 1, 5, 5, 10, 30, 99)
