@@ -80,9 +80,13 @@ from giftflow.ledger import (
 from giftflow.ledger.ports import StoreConflict
 from giftflow.settings import Settings
 
-Mode = Literal["single", "group"]
+Mode = Literal["single", "clients", "group"]
 SubmitApi = Literal["callback", "future"]
-MODE_LABELS: dict[Mode, str] = {"single": "one op per commit", "group": "group commit"}
+CLIENTS = 4
+"""Client threads in the ``clients`` mode, each applying one gift per transaction."""
+MODE_LABELS: dict[Mode, str] = {"single": "one op per commit",
+                                "clients": f"one op per commit, {CLIENTS} clients",
+                                "group": "group commit"}
 
 SUBMITTERS = 4
 """Threads submitting to the GroupCommitter in group mode."""
@@ -118,6 +122,7 @@ TARGETS: dict[tuple[str, Mode], Target] = {
     ("sqlite", "single"): Target(0.50),
     ("sqlite", "group"): Target(0.60, 20_000),
     ("postgresql", "single"): Target(0.60, 1_000),
+    ("postgresql", "clients"): Target(0.60, 1_000),
     ("postgresql", "group"): Target(0.60),
 }
 
@@ -194,18 +199,21 @@ def _check_results(results: Sequence[Result], what: str) -> None:
 
 
 class _RecordingStore:
-    """Giftflow's store, with every unit of work recording its statements into one trace.
+    """Giftflow's store, recording every unit of work's statements into its thread's trace.
 
-    Everything but :meth:`unit_of_work` is the store's own, looked up on it.
+    One trace per thread that applies operations: the replay runs them concurrently, each on
+    a connection of its own, as the threads ran. Everything but :meth:`unit_of_work` is the
+    store's own, looked up on it.
     """
 
-    def __init__(self, store: SqlStore, trace: Trace) -> None:
+    def __init__(self, store: SqlStore, traces: dict[int, Trace]) -> None:
         self._store = store
-        self._trace = trace
+        self._traces = traces
 
     def unit_of_work(self) -> SqlUnitOfWork:
         unit_of_work = self._store.unit_of_work()
-        unit_of_work.db.trace = self._trace  # set before BEGIN, so BEGIN is recorded too
+        # Set before BEGIN, so that BEGIN is recorded too.
+        unit_of_work.db.trace = self._traces.setdefault(threading.get_ident(), [])
         return unit_of_work
 
     def __getattr__(self, name: str) -> Any:  # noqa: ANN401 -- whatever the store has
@@ -241,7 +249,7 @@ def _session(store: SqlStore) -> dict[str, str]:
 
 
 def run_giftflow(settings: Settings, url: str, operations: list[Operation], mode: Mode, *,
-                 trace: Trace | None = None, server: ServerProbe = None,
+                 traces: dict[int, Trace] | None = None, server: ServerProbe = None,
                  submit_api: SubmitApi = "callback") -> GiftflowRun:
     """Apply ``operations`` with giftflow on the database at ``url``; only the applying is timed."""
     store_settings = _store_settings(settings, url)
@@ -249,14 +257,16 @@ def run_giftflow(settings: Settings, url: str, operations: list[Operation], mode
     try:
         session = _session(store)
         limits = build_ledger(store_settings, store).limits
-        target: LedgerStore = store if trace is None else cast(
-            "LedgerStore", _RecordingStore(store, trace))
+        target: LedgerStore = store if traces is None else cast(
+            "LedgerStore", _RecordingStore(store, traces))
         ledger = _CountingLedger(target, limits)
         stopwatch = Stopwatch(server)
         if mode == "single":
             stopwatch.start()
             results = [ledger.apply(operation) for operation in operations]
             timing = stopwatch.stop()
+        elif mode == "clients":
+            timing, results = _apply_in_clients(ledger, operations, stopwatch)
         else:
             committer = GroupCommitter(ledger, group_commit_settings(store_settings))
             try:
@@ -267,6 +277,31 @@ def run_giftflow(settings: Settings, url: str, operations: list[Operation], mode
         store.close()
     _check_results(results, "gift")
     return GiftflowRun(timing, ledger.batch_sizes, session)
+
+
+def _apply_in_clients(ledger: Ledger, operations: list[Operation],
+                      stopwatch: Stopwatch) -> tuple[Timing, list[Result]]:
+    """Apply from :data:`CLIENTS` threads, one gift per transaction each, started together.
+
+    The time runs from the start to the last result.
+    """
+    shares: list[list[Result]] = [[] for _ in range(CLIENTS)]
+    start = threading.Barrier(CLIENTS + 1)
+
+    def work(index: int) -> None:
+        start.wait()
+        shares[index].extend(ledger.apply(operation)
+                             for operation in operations[index::CLIENTS])
+
+    threads = [threading.Thread(target=work, args=(index,), name=f"bench-client-{index}")
+               for index in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    stopwatch.start()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    return stopwatch.stop(), [result for share in shares for result in share]
 
 
 def _submit_all(committer: GroupCommitter, operations: list[Operation], stopwatch: Stopwatch,
@@ -434,11 +469,11 @@ def measure(settings: Settings, site: Site, mode: Mode, operations: int, repeats
     try:
         population = _populate(settings, database.url, viewers)
         gift_operations = gifts(population, operations)
-        trace: Trace = []
-        recorded = run_giftflow(settings, database.url, gift_operations, mode, trace=trace)
-        result.replay = prepare(trace, site.dialect)
+        traces: dict[int, Trace] = {}
+        recorded = run_giftflow(settings, database.url, gift_operations, mode, traces=traces)
+        result.replay = prepare(list(traces.values()), site.dialect)
         result.recorded_batches = recorded.batch_sizes
-        del trace
+        del traces
         expected = _verified_state(settings, database.url)
     finally:
         database.drop()
@@ -586,9 +621,11 @@ def run_ledger_bench(settings: Settings, *, operations: int, single_operations: 
 
 def _measure_all(settings: Settings, sites: list[Site], operations: int, single_operations: int,
                  repeats: int, console: Console) -> list[Measurement]:
+    # SQLite has one writer at a time, so several clients add nothing to measure there.
     plan: list[tuple[Site, Mode, int]] = [
-        (site, mode, single_operations if mode == "single" else operations)
-        for site in sites for mode in ("single", "group")]
+        (site, mode, operations if mode == "group" else single_operations)
+        for site in sites for mode in ("single", "clients", "group")
+        if mode != "clients" or site.dialect == "postgresql"]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console, auto_refresh=False, transient=True) as progress:

@@ -10,7 +10,9 @@ timed loop.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +60,18 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    """A recording prepared for one dialect."""
+    """A recording prepared for one dialect: one lane of steps per client connection.
+
+    Lanes replay concurrently, each on its own connection, as giftflow's clients ran.
+    """
 
     dialect: str
-    steps: tuple[Step, ...]
+    lanes: tuple[tuple[Step, ...], ...]
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """Every lane's steps, one lane after the other."""
+        return tuple(step for lane in self.lanes for step in lane)
 
     @property
     def calls(self) -> tuple[Step, ...]:
@@ -99,19 +109,25 @@ class Replay:
         return counts
 
 
-def prepare(trace: Trace, dialect: str) -> Replay:
-    """Turn a recording into driver calls, converting placeholders as giftflow's ``Db`` does."""
-    steps: list[Step] = []
-    for kind, sql, params in trace:
-        if kind == "pipeline":
-            if dialect == "sqlite" or sql not in {"queries", "write"}:
-                raise ReplayError(f"unexpected pipeline {sql!r} for {dialect}")
-            group = tuple(_step(call_kind, call_sql, call_params, dialect)
-                          for call_kind, call_sql, call_params in params)
-            steps.append(Step(many=False, sql=sql, params=None, group=group))
-        else:
-            steps.append(_step(kind, sql, params, dialect))
-    return Replay(dialect, tuple(steps))
+def prepare(traces: Sequence[Trace], dialect: str) -> Replay:
+    """Turn recordings, one per client, into driver calls.
+
+    Placeholders are converted as giftflow's ``Db`` converts them.
+    """
+    lanes: list[tuple[Step, ...]] = []
+    for trace in traces:
+        steps: list[Step] = []
+        for kind, sql, params in trace:
+            if kind == "pipeline":
+                if dialect == "sqlite" or sql not in {"queries", "write"}:
+                    raise ReplayError(f"unexpected pipeline {sql!r} for {dialect}")
+                group = tuple(_step(call_kind, call_sql, call_params, dialect)
+                              for call_kind, call_sql, call_params in params)
+                steps.append(Step(many=False, sql=sql, params=None, group=group))
+            else:
+                steps.append(_step(kind, sql, params, dialect))
+        lanes.append(tuple(steps))
+    return Replay(dialect, tuple(lanes))
 
 
 def _step(kind: str, sql: str, params: Any, dialect: str) -> Step:  # noqa: ANN401 -- driver data
@@ -252,19 +268,55 @@ def open_postgres(url: str, settings: dict[str, str]) -> psycopg.Connection[Any]
 
 def replay_sqlite(path: Path, settings: dict[str, str], replay: Replay) -> Timing:
     """Replay on the SQLite file at ``path``; returns the time of the loop alone."""
+    if len(replay.lanes) != 1:
+        raise ReplayError("SQLite recordings are replayed from one connection")
     raw = open_sqlite(path, settings)
     try:
-        return run_steps(raw.cursor(), replay.steps, Stopwatch())
+        return run_steps(raw.cursor(), replay.lanes[0], Stopwatch())
     finally:
         raw.close()
 
 
 def replay_postgres(url: str, settings: dict[str, str], replay: Replay,
                     server: ServerProbe) -> Timing:
-    """Replay on the PostgreSQL database at ``url``; returns the time of the loop alone."""
-    raw = open_postgres(url, settings)
+    """Replay on the PostgreSQL database at ``url``; returns the time of the loops alone.
+
+    Each lane runs on its own connection, all lanes at once.
+    """
+    connections = [open_postgres(url, settings) for _ in replay.lanes]
     try:
-        with raw.cursor() as cursor:
-            return run_steps(cursor, replay.steps, Stopwatch(server))
+        if len(connections) == 1:
+            with connections[0].cursor() as cursor:
+                return run_steps(cursor, replay.lanes[0], Stopwatch(server))
+        return _run_lanes(connections, replay.lanes, Stopwatch(server))
     finally:
-        raw.close()
+        for connection in connections:
+            connection.close()
+
+
+def _run_lanes(connections: Sequence[Any], lanes: Sequence[tuple[Step, ...]],
+               stopwatch: Stopwatch) -> Timing:
+    """Run each lane in a thread of its own, started together; time from start to the last."""
+    start = threading.Barrier(len(lanes) + 1)
+    errors: list[BaseException] = []
+
+    def run(connection: Any, lane: tuple[Step, ...]) -> None:  # noqa: ANN401 -- psycopg
+        with connection.cursor() as cursor:
+            start.wait()
+            try:
+                run_steps(cursor, lane, Stopwatch())
+            except BaseException as error:  # noqa: BLE001 -- reported by the caller
+                errors.append(error)
+
+    threads = [threading.Thread(target=run, args=pair, name="bench-replay")
+               for pair in zip(connections, lanes, strict=True)]
+    for thread in threads:
+        thread.start()
+    stopwatch.start()
+    start.wait()
+    for thread in threads:
+        thread.join()
+    timing = stopwatch.stop()
+    if errors:
+        raise ReplayError(f"a replay lane failed: {errors[0]!r}")
+    return timing

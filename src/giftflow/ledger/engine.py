@@ -345,7 +345,8 @@ class Engine:
         """
         rows = []
         sums: dict[str, list[int]] = {}
-        for account_id, state in self.accounts.items():
+        # In id order, so that concurrent transactions take the rows' locks in one order.
+        for account_id, state in sorted(self.accounts.items()):
             delta = state.delta()
             if delta != (0, 0, 0):
                 rows.append((*delta, account_id))

@@ -98,6 +98,8 @@ class Dialect:
     load_keys: str
     load_accounts: str
     load_accounts_guarded: str
+    read_accounts: str
+    locks_rows: bool
     load_pendings: str
     take_id_block: str
     missing_legs: str
@@ -216,6 +218,10 @@ SQLITE = Dialect(
     load_accounts_guarded=(
         f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
     ),
+    read_accounts=(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
+    ),
+    locks_rows=False,
     load_pendings=(
         "SELECT t.id, t.ledger, t.debit_account_id, t.credit_account_id, t.amount, "
         f"t.timeout_at_ms, {_RESOLVED} FROM transfers AS t "
@@ -252,6 +258,8 @@ POSTGRESQL = Dialect(
         "AND (SELECT coalesce(bool_and(pg_try_advisory_xact_lock(k)), true) "
         "FROM unnest(?::bigint[]) AS k) ORDER BY id FOR UPDATE"
     ),
+    read_accounts=f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(?::bigint[])",
+    locks_rows=True,
     load_pendings=(
         "SELECT t.id, t.ledger, t.debit_account_id, t.credit_account_id, t.amount, "
         f"t.timeout_at_ms, {_RESOLVED} FROM transfers AS t "

@@ -65,6 +65,7 @@ class SqlStore:
         self._pool: ConnectionPool | None = None
         self._pg_dbs: weakref.WeakKeyDictionary[Any, Db] = weakref.WeakKeyDictionary()
         self._pg_ids = IdBlock()
+        self._may_go_negative: set[int] = set()
         if url.startswith("sqlite:"):
             self._dialect = SQLITE
             self._path = sqlite_path(url)
@@ -131,7 +132,7 @@ class SqlStore:
         def release() -> None:
             context.__exit__(None, None, None)
 
-        return SqlUnitOfWork(db, release, self.now_ms, self.limits)
+        return SqlUnitOfWork(db, release, self.now_ms, self.limits, self._may_go_negative)
 
     def close(self) -> None:
         """Release every connection."""

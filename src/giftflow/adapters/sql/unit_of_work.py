@@ -24,12 +24,15 @@ class SqlUnitOfWork:
     """One transaction on one connection; rolls back unless committed."""
 
     def __init__(self, db: Db, release: Callable[[], None], now_ms: Callable[[], int],
-                 limits: Limits) -> None:
+                 limits: Limits, may_go_negative: set[int] | None = None) -> None:
         self.db = db
         self._release = release
         self.engine = Engine(db.next_ids, now_ms, limits)
         self._busy_keys: set[tuple[str, str]] = set()
         self._open = False
+        # Accounts known to be allowed below zero. ``allow_negative`` never changes once an
+        # account is opened, so the store shares this set between its units of work.
+        self._may_go_negative = may_go_negative if may_go_negative is not None else set()
 
     def __enter__(self) -> Self:
         self.db.begin()
@@ -62,13 +65,19 @@ class SqlUnitOfWork:
     def _load(self, operations: Sequence[Operation]) -> None:
         """Load the operations' keys, the pending transfers they resolve, and lock their accounts.
 
+        On PostgreSQL only the accounts whose balance is checked are locked (``FOR UPDATE``):
+        those debited, unless known to be allowed below zero. Every other account is only
+        credited, or may go negative, so its balance changes by an atomic increment at commit
+        and needs no lock held across the transaction; a hot creator's and the platform's
+        accounts are then locked only from their ``UPDATE`` to the ``COMMIT``.
+
         A duplicate whose key another transaction holds must be answered without touching its
-        accounts: locking them would make it wait for that transaction. So on PostgreSQL the
-        account lock travels in the same round trip as the key lookup only behind a guard that
-        takes every key's advisory lock first (re-entrant for this transaction); if any key is
-        busy the guarded statement locks nothing and the accounts of the others are locked in a
-        second round trip. Operations that resolve pending transfers learn their accounts from
-        those rows, so they take the second round trip too.
+        accounts: locking them would make it wait for that transaction. So the account lock
+        travels in the same round trip as the key lookup only behind a guard that takes every
+        key's advisory lock first (re-entrant for this transaction); if any key is busy the
+        guarded statement locks nothing and the accounts of the others are locked in a second
+        round trip. Operations that resolve pending transfers learn their accounts from those
+        rows, so they take the second round trip too.
         """
         engine, dialect = self.engine, self.db.dialect
         keys, pending_ids, account_ids, ids_needed = self._scan(operations)
@@ -78,12 +87,13 @@ class SqlUnitOfWork:
             statements.append((dialect.load_keys, dialect.key_params(keys)))
         if pending_ids:
             statements.append((dialect.load_pendings, dialect.id_params(pending_ids)))
-        early_ids: list[int] = []
-        if not pending_ids:
-            early_ids = sorted(account_ids)
-            if early_ids:
-                statements.append((dialect.load_accounts_guarded,
-                                   dialect.guarded_account_params(early_ids, keys)))
+        early_ids, read_ids = ([], []) if pending_ids else self._split_locked(operations,
+                                                                              account_ids)
+        if early_ids:
+            statements.append((dialect.load_accounts_guarded,
+                               dialect.guarded_account_params(early_ids, keys)))
+        if read_ids:
+            statements.append((dialect.read_accounts, dialect.id_params(read_ids)))
         results = iter(self.db.queries(statements)) if statements else iter(())
         if keys:
             self._take_keys(next(results))
@@ -91,11 +101,18 @@ class SqlUnitOfWork:
             self._take_pendings(next(results))
         if early_ids:
             self._take_accounts(next(results))
+        if read_ids:
+            self._take_accounts(next(results))
         if pending_ids or self._busy_keys:
-            late_ids = self._account_ids_to_load(operations)
-            if late_ids:
-                self._take_accounts(self.db.execute(dialect.load_accounts,
-                                                    dialect.id_params(sorted(late_ids))))
+            self._load_late(operations)
+
+    def _load_late(self, operations: Sequence[Operation]) -> None:
+        """Lock the accounts still missing (of posts and voids, or beside a busy key)."""
+        late_ids = self._account_ids_to_load(operations)
+        if late_ids:
+            dialect = self.db.dialect
+            self._take_accounts(self.db.execute(dialect.load_accounts,
+                                                dialect.id_params(sorted(late_ids))))
 
     def _scan(self, operations: Sequence[Operation]
               ) -> tuple[list[tuple[str, str]], list[int], set[int], int]:
@@ -126,6 +143,16 @@ class SqlUnitOfWork:
         account_ids.difference_update(accounts)
         return list(keys), list(pending_ids), account_ids, ids_needed
 
+    def _split_locked(self, operations: Sequence[Operation],
+                      account_ids: set[int]) -> tuple[list[int], list[int]]:
+        """The accounts to lock and those only to read, each sorted by id."""
+        if not self.db.dialect.locks_rows:
+            return sorted(account_ids), []
+        debited = {leg.debit_account_id for op in operations for leg in op.transfers}
+        debited -= self._may_go_negative
+        locked = account_ids & debited
+        return sorted(locked), sorted(account_ids - locked)
+
     def _take_keys(self, rows: list[tuple[Any, ...]]) -> None:
         engine = self.engine
         for scope, key, op_id, content_hash, status, response, locked in rows:
@@ -142,11 +169,13 @@ class SqlUnitOfWork:
                 None if row[5] is None else int(row[5]), bool(row[6]))
 
     def _take_accounts(self, rows: list[tuple[Any, ...]]) -> None:
-        accounts = self.engine.accounts
+        accounts, may_go_negative = self.engine.accounts, self._may_go_negative
         for account_id, ledger, owner, kind, allow_negative, posted, reserved, incoming in rows:
             accounts[int(account_id)] = AccountState(
                 int(account_id), ledger, owner, kind, bool(allow_negative), int(posted),
                 int(reserved), int(incoming))
+            if allow_negative:
+                may_go_negative.add(int(account_id))
 
     def _account_ids_to_load(self, operations: Sequence[Operation]) -> set[int]:
         engine, busy = self.engine, self._busy_keys
