@@ -166,6 +166,7 @@ class Engine:
 
     def _take_ids(self, count: int) -> int:
         """``count`` consecutive ids from the reservation, topping it up when needed."""
+        invariant(count <= _ID_RESERVATION_MAX, "an operation needs more ids than one reservation")
         if self._id_next + count > self._id_end:
             self.reserve_ids(max(count, 64))
         first = self._id_next
@@ -220,9 +221,10 @@ class Engine:
         ledger; :meth:`balance_deltas` checks, per ledger, that the sums stay zero.
         """
         transfers = operation.transfers
-        if len(transfers) > self.limits.transfers_per_operation_max:
-            raise _validation(f"at most {self.limits.transfers_per_operation_max} transfers "
-                              "per operation")
+        # An operation's ids (its own and one per leg) must fit in one reservation.
+        most = min(self.limits.transfers_per_operation_max, _ID_RESERVATION_MAX - 1)
+        if len(transfers) > most:
+            raise _validation(f"at most {most} transfers per operation")
         accounts = self.accounts
         legs: list[_Leg] = []
         for leg in transfers:

@@ -162,5 +162,10 @@ class GroupCommitter:
         start = 0
         for operations_of_request, done in batch:
             end = start + len(operations_of_request)
-            done(results[start:end])
+            try:
+                done(results[start:end])
+            except Exception:
+                # A caller's callback failed (a cancelled future, say); the others still get
+                # their results and the committer keeps serving.
+                logger.exception("a group-commit completion callback failed")
             start = end

@@ -221,7 +221,8 @@ class Db:
         """Roll back; an id block reserved inside the transaction is given up with it."""
         self._in_transaction = False
         if self._block_in_transaction:
-            self._ids.next_id = self._ids.end_id = 0
+            with self._ids.lock:
+                self._ids.next_id = self._ids.end_id = 0
             self._block_in_transaction = False
         if self._begin_pending:
             self._begin_pending = False
@@ -247,7 +248,10 @@ class Db:
                                      (time.time_ns() // 1_000_000,))[0][0]
                 ids.next_id = int(block) * ID_BLOCK_SIZE
                 ids.end_id = ids.next_id + ID_BLOCK_SIZE
-                self._block_in_transaction = self._in_transaction
+                # Only SQLite's block comes from a table that a rollback undoes; PostgreSQL's
+                # sequence ignores rollbacks, and its block is shared by the whole process.
+                self._block_in_transaction = (self._in_transaction
+                                              and self.dialect.name == "sqlite")
             first = ids.next_id
             ids.next_id += count
             return first
