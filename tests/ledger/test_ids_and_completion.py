@@ -1,5 +1,6 @@
 """Ids never repeat (large operations, rollbacks racing a shared block), and a failed completion
-callback never stops the group committer."""
+callback never stops the group committer.
+"""
 
 from __future__ import annotations
 
