@@ -27,14 +27,13 @@ WAIT_S = 10
 
 
 def test_operation_ids_stay_inside_their_reservation(store_url: str) -> None:
-    """An operation with more legs than one id block (allowed: transfers_per_operation_max may be
-    configured up to 8,190) must get ids that nobody else is handed: the next ids the database
-    gives out are not among its transfer ids, and a following operation applies (or the
-    operation is refused as a validation error).
+    """An operation with more legs than one id block holds gets ids that nobody else is handed:
+    the next ids the database gives out are not among its transfer ids, and a following
+    operation applies (or the operation is refused as a validation error).
 
-    Today the engine reserves at most 4,096 ids but takes 1 + legs of them, so the operation's last
-    transfer ids run into the next block, which the database then hands out again. On SQLite the
-    colliding block is taken again after every rollback, so writers lose every race (overloaded).
+    (Found in review: the engine reserved at most 4,096 ids but took 1 + legs of them, so the
+    last transfer ids ran into the next block, which the database then handed out again; on
+    SQLite every writer then lost every race.)
     """
     store = SqlStore(store_url, limits=Limits(transfers_per_operation_max=8190))
     try:
@@ -112,8 +111,8 @@ def test_group_committer_survives_a_cancelled_future(ledger: Ledger) -> None:
     timeout does through ``wrap_future``) must not stop the committer: later submissions still
     complete.
 
-    Today ``future.set_result`` raises ``InvalidStateError`` on the cancelled future, which kills
-    the committer thread, so every later future waits forever.
+    (Found in review: ``future.set_result`` raised ``InvalidStateError`` on the cancelled
+    future, which killed the committer thread, so every later future waited forever.)
     """
     issuance = ledger.open_account("COIN", "platform", "issuance", allow_negative=True)
     wallet = ledger.open_account("COIN", "viewer", "wallet")
