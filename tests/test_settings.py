@@ -25,11 +25,11 @@ def test_default_is_sqlite_inside_the_data_directory(tmp_path: Path,
 def test_environment_variables_set_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     """GIFTFLOW_* variables reach the settings, and the wiring hands them to the ledger."""
     monkeypatch.setenv("GIFTFLOW_GROUP_COMMIT_BATCH_OPERATIONS_MAX", "250")
-    monkeypatch.setenv("GIFTFLOW_GROUP_COMMIT_WINDOW_MS", "5.5")
+    monkeypatch.setenv("GIFTFLOW_GROUP_COMMIT_WINDOW_US", "5500")
     monkeypatch.setenv("GIFTFLOW_HISTORY_PAGE_ENTRIES_MAX", "40")
     settings = Settings()
     bounds = group_commit_settings(settings)
-    assert (bounds.batch_operations_max, bounds.window_ms) == (250, 5.5)
+    assert (bounds.batch_operations_max, bounds.window_us) == (250, 5_500)
 
     class _NoStore:
         def now_ms(self) -> int:

@@ -54,6 +54,6 @@ def group_commit_settings(settings: Settings) -> GroupCommitSettings:
     """The group-commit bounds from ``settings``."""
     return GroupCommitSettings(
         batch_operations_max=settings.group_commit_batch_operations_max,
-        window_ms=settings.group_commit_window_ms,
+        window_us=settings.group_commit_window_us,
         queue_operations_max=settings.group_commit_queue_operations_max,
     )

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     pool_connections_max: int = Field(default=8, ge=1, le=256)
 
     group_commit_batch_operations_max: int = Field(default=1_000, ge=1, le=10_000)
-    group_commit_window_ms: float = Field(default=2.0, ge=0.0, le=1_000.0)
+    group_commit_window_us: int = Field(default=2_000, ge=0, le=1_000_000)
     group_commit_queue_operations_max: int = Field(default=20_000, ge=1, le=1_000_000)
     transfers_per_operation_max: int = Field(default=64, ge=1, le=4_095)
     history_page_entries_max: int = Field(default=500, ge=1, le=10_000)

@@ -125,7 +125,7 @@ def test_group_committer_survives_a_cancelled_future(ledger: Ledger) -> None:
         return apply_batch(operations)
 
     ledger.apply_batch = slow_apply_batch  # type: ignore[method-assign]
-    committer = GroupCommitter(ledger, GroupCommitSettings(window_ms=0.5))
+    committer = GroupCommitter(ledger, GroupCommitSettings(window_us=500))
     try:
         def fund(key: str) -> Operation:
             return Operation.of_transfers(

@@ -772,7 +772,7 @@ def test_group_committer_serves_many_threads_without_overdraft(ledger: Ledger,
     """
     book = open_book(ledger)
     fund(ledger, book, 150)
-    committer = GroupCommitter(ledger, GroupCommitSettings(window_ms=1.0))
+    committer = GroupCommitter(ledger, GroupCommitSettings(window_us=1_000))
     threads_n, per_thread = 8, 30
     futures: dict[str, Future[Result]] = {}
     duplicates: dict[str, Future[Result]] = {}
@@ -827,7 +827,7 @@ def test_group_committer_full_queue_answers_overloaded(ledger: Ledger, store: Sq
     fund(ledger, book, 100)
     gate = CommitGate(store, monkeypatch)
     committer = GroupCommitter(ledger, GroupCommitSettings(
-        queue_operations_max=1, submit_timeout_ms=50, window_ms=0.0))
+        queue_operations_max=1, submit_timeout_ms=50, window_us=0))
     try:
         first = committer.submit(spend(book, "a", 10))
         assert gate.entered.wait(WAIT_S)

@@ -246,7 +246,7 @@ def _batches(ledger: Ledger, operations: Sequence[Operation], rng: random.Random
 def _committer(ledger: Ledger, operations: Sequence[Operation], batch_max: int,
                report: Report) -> None:
     committer = GroupCommitter(ledger, GroupCommitSettings(batch_operations_max=batch_max,
-                                                           window_ms=2.0))
+                                                           window_us=2_000))
     errors: list[BaseException] = []
 
     def handler(mine: Sequence[Operation]) -> None:

@@ -57,6 +57,7 @@ from giftflow.bench.replay import (
     Timing,
     postgres_settings,
     prepare,
+    run_together,
     sqlite_settings,
 )
 from giftflow.bench.resources import ServerProbe, flush_latency_s
@@ -286,22 +287,13 @@ def _apply_in_clients(ledger: Ledger, operations: list[Operation],
     The time runs from the start to the last result.
     """
     shares: list[list[Result]] = [[] for _ in range(CLIENTS)]
-    start = threading.Barrier(CLIENTS + 1)
 
     def work(index: int) -> None:
-        start.wait()
         shares[index].extend(ledger.apply(operation)
                              for operation in operations[index::CLIENTS])
 
-    threads = [threading.Thread(target=work, args=(index,), name=f"bench-client-{index}")
-               for index in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    stopwatch.start()
-    start.wait()
-    for thread in threads:
-        thread.join()
-    return stopwatch.stop(), [result for share in shares for result in share]
+    timing = run_together(CLIENTS, work, stopwatch)
+    return timing, [result for share in shares for result in share]
 
 
 def _submit_all(committer: GroupCommitter, operations: list[Operation], stopwatch: Stopwatch,
@@ -656,7 +648,7 @@ def _print_header(settings: Settings, sites: list[Site], flush_s: float,
         f"cache {settings.sqlite_cache_size_kib:,} KiB; group commit: GroupCommitter.submit_many, "
         f"one gift per request with a completion callback, {SUBMITTERS} submitting threads, "
         f"batches ≤ {settings.group_commit_batch_operations_max}"
-        f", window {settings.group_commit_window_ms:g} ms; data flush (4 KiB + fdatasync) "
+        f", window {settings.group_commit_window_us / 1000:g} ms; data flush (4 KiB + fdatasync) "
         f"{flush_s * 1e3:.3f} ms")
     for site in sites:
         console.print(f"{site.label}: {site.describe()}")

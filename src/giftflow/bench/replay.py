@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -296,20 +296,35 @@ def replay_postgres(url: str, settings: dict[str, str], replay: Replay,
 
 def _run_lanes(connections: Sequence[Any], lanes: Sequence[tuple[Step, ...]],
                stopwatch: Stopwatch) -> Timing:
-    """Run each lane in a thread of its own, started together; time from start to the last."""
-    start = threading.Barrier(len(lanes) + 1)
-    errors: list[BaseException] = []
+    """Run each lane on its own connection, in a thread of its own, all started together."""
+    def run(index: int) -> None:
+        with connections[index].cursor() as cursor:
+            run_steps(cursor, lanes[index], Stopwatch())
 
-    def run(connection: Any, lane: tuple[Step, ...]) -> None:  # noqa: ANN401 -- psycopg
-        with connection.cursor() as cursor:
-            start.wait()
-            try:
-                run_steps(cursor, lane, Stopwatch())
-            except BaseException as error:  # noqa: BLE001 -- reported by the caller
-                errors.append(error)
+    try:
+        return run_together(len(lanes), run, stopwatch)
+    except Exception as error:
+        raise ReplayError(f"a replay lane failed: {error!r}") from error
 
-    threads = [threading.Thread(target=run, args=pair, name="bench-replay")
-               for pair in zip(connections, lanes, strict=True)]
+
+def run_together(count: int, work: Callable[[int], None], stopwatch: Stopwatch) -> Timing:
+    """Run ``work(0)`` … ``work(count - 1)`` in threads released together; time them all.
+
+    The time runs from the release to the end of the last; the first error raised in a thread is
+    raised again here.
+    """
+    start = threading.Barrier(count + 1)
+    errors: list[Exception] = []
+
+    def run(index: int) -> None:
+        start.wait()
+        try:
+            work(index)
+        except Exception as error:  # noqa: BLE001 -- raised again by the caller's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(index,), name=f"bench-{index}")
+               for index in range(count)]
     for thread in threads:
         thread.start()
     stopwatch.start()
@@ -318,5 +333,5 @@ def _run_lanes(connections: Sequence[Any], lanes: Sequence[tuple[Step, ...]],
         thread.join()
     timing = stopwatch.stop()
     if errors:
-        raise ReplayError(f"a replay lane failed: {errors[0]!r}")
+        raise errors[0]
     return timing

@@ -2,7 +2,7 @@
 
 Callers submit requests (one or more operations and a completion callback) from any thread. One
 committer thread takes what is queued, up to ``batch_operations_max`` operations or whatever
-arrived within ``window_ms`` of the first, and applies them with :meth:`Ledger.apply_batch`. This
+arrived within ``window_us`` of the first, and applies them with :meth:`Ledger.apply_batch`. This
 is the hot path for gift trains: a commit (and its fsync) is shared by the whole batch.
 
 Completion is a callback per request, called on the committer thread once the batch committed.
@@ -37,7 +37,7 @@ class GroupCommitSettings:
     """Bounds of the group-commit path."""
 
     batch_operations_max: int = 1000
-    window_ms: float = 2.0
+    window_us: int = 2_000
     queue_operations_max: int = 20_000
     submit_timeout_ms: int = 1_000
 
@@ -95,10 +95,10 @@ class GroupCommitter:
         self._thread.join()
 
     def _wait_for_room(self, count: int) -> bool:
-        deadline = time.monotonic() + self.settings.submit_timeout_ms / 1000
+        deadline_ns = time.monotonic_ns() + self.settings.submit_timeout_ms * 1_000_000
         pause_s = 0.0005
         while self._queued_operations + count > self.settings.queue_operations_max:
-            if time.monotonic() >= deadline:
+            if time.monotonic_ns() >= deadline_ns:
                 return False
             time.sleep(pause_s)
             pause_s = min(pause_s * 2, 0.01)
@@ -113,10 +113,10 @@ class GroupCommitter:
                 return
             batch: list[_Request] = [first]  # type: ignore[list-item]
             size = len(batch[0][0])
-            deadline = time.monotonic() + self.settings.window_ms / 1000
+            deadline_ns = time.monotonic_ns() + self.settings.window_us * 1_000
             stopping = False
             while size < self._batch_max:
-                item = self._next_item(deadline)
+                item = self._next_item(deadline_ns)
                 if item is None:
                     break
                 if item is _STOP:
@@ -132,19 +132,19 @@ class GroupCommitter:
             if stopping:
                 return
 
-    def _next_item(self, deadline: float) -> object | None:
-        """The next queued item, waiting at most until ``deadline``; None when none came.
+    def _next_item(self, deadline_ns: int) -> object | None:
+        """The next queued item, waiting at most until ``deadline_ns``; None when none came.
 
         What is already queued is taken without a timer: only an empty queue pays for a wait.
         """
         try:
             return self._queue.get_nowait()
         except queue.Empty:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            remaining_ns = deadline_ns - time.monotonic_ns()
+            if remaining_ns <= 0:
                 return None
             try:
-                return self._queue.get(timeout=remaining)
+                return self._queue.get(timeout=remaining_ns / 1e9)
             except queue.Empty:
                 return None
 
