@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import psycopg
 import psycopg.errors
+from psycopg import pq
 
 from giftflow.adapters.sql.dialects import Dialect
 from giftflow.invariants import invariant
@@ -39,6 +40,23 @@ _CONFLICTS: tuple[type[Exception], ...] = (
     psycopg.errors.SerializationFailure,
     psycopg.errors.LockNotAvailable,
 )
+
+
+EXECUTEMANY_ROWS_MIN = 8
+"""Below this many rows, a PostgreSQL write sends one execute per row inside its pipeline."""
+
+
+def _rows(cursor: Any) -> list[tuple[Any, ...]]:  # noqa: ANN401 -- psycopg's cursor
+    """The rows of a psycopg result, or none for a statement without rows.
+
+    Reads the result's status rather than ``cursor.description``, which builds a column object
+    per column on every call.
+    """
+    result = cursor.pgresult
+    if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+        return []
+    rows: list[tuple[Any, ...]] = cursor.fetchall()
+    return rows
 
 
 def _reraise(error: Exception) -> NoReturn:
@@ -104,9 +122,9 @@ class Db:
         try:
             if self.dialect.name == "sqlite":
                 cursor = self.raw.execute(sql, params)
-            else:  # psycopg reads '%' as a placeholder whenever parameters are given
-                cursor = self.raw.execute(self._convert(sql), params or None)
-            return list(cursor.fetchall()) if cursor.description is not None else []
+                return list(cursor.fetchall()) if cursor.description is not None else []
+            # psycopg reads '%' as a placeholder whenever parameters are given.
+            return _rows(self.raw.execute(self._convert(sql), params or None))
         except (sqlite3.Error, psycopg.Error) as error:
             _reraise(error)
 
@@ -134,8 +152,7 @@ class Db:
                 cursors = [self.raw.execute(self._convert(sql), params or None)
                            for sql, params in batch]
                 pipeline.sync()
-            results = [list(cursor.fetchall()) if cursor.description is not None else []
-                       for cursor in cursors]
+            results = [_rows(cursor) for cursor in cursors]
         except psycopg.Error as error:
             _reraise(error)
         return results[len(batch) - len(statements):]
@@ -151,13 +168,7 @@ class Db:
         if self.dialect.name == "sqlite" or not (steps or commit):
             self._write_one_by_one(steps, commit=commit)
             return
-        calls: list[Step] = []
-        if self._begin_pending:
-            calls.append(("execute", self.dialect.begin, ()))
-        calls.extend(steps)
-        if commit and (self._in_transaction or calls):
-            calls.append(("execute", "COMMIT", ()))
-        self._begin_pending = False
+        calls = self._pipeline_calls(steps, commit=commit)
         if self.trace is not None:
             self.trace.append(("pipeline", "write", calls))
         try:
@@ -171,6 +182,23 @@ class Db:
             _reraise(error)
         if commit:
             self._ended()
+
+    def _pipeline_calls(self, steps: list[Step], *, commit: bool) -> list[Step]:
+        """The calls of a PostgreSQL write pipeline: a pending ``BEGIN``, the steps, ``COMMIT``."""
+        calls: list[Step] = []
+        if self._begin_pending:
+            calls.append(("execute", self.dialect.begin, ()))
+        for kind, sql, params in steps:
+            # Inside a pipeline, executemany opens a pipeline of its own; for a few rows plain
+            # executes cost the driver less.
+            if kind == "executemany" and len(params) < EXECUTEMANY_ROWS_MIN:
+                calls.extend(("execute", sql, row) for row in params)
+            else:
+                calls.append((kind, sql, params))
+        if commit and (self._in_transaction or calls):
+            calls.append(("execute", "COMMIT", ()))
+        self._begin_pending = False
+        return calls
 
     def _write_one_by_one(self, steps: list[Step], *, commit: bool) -> None:
         for kind, sql, params in steps:

@@ -98,6 +98,8 @@ class Dialect:
     load_keys: str
     load_accounts: str
     load_accounts_guarded: str
+    load_one_key: str
+    load_accounts_one_guard: str
     read_accounts: str
     locks_rows: bool
     load_pendings: str
@@ -121,6 +123,28 @@ class Dialect:
     bad_legs: str = _BAD_LEGS
     double_resolutions: str = _DOUBLE_RESOLUTIONS
     bad_resolutions: str = _BAD_RESOLUTIONS
+
+    def keys_statement(self, keys: Sequence[tuple[str, str]]) -> tuple[str, tuple[Any, ...]]:
+        """The statement that loads idempotency records, with its parameters.
+
+        One key (an operation committed on its own) takes plain parameters: measured on
+        PostgreSQL, the array form costs about a quarter of a one-gift transaction's throughput,
+        because the driver dumps arrays in Python and the server scans ``unnest``.
+        """
+        if len(keys) == 1:
+            (scope, key), = keys
+            if self.name == "sqlite":
+                return self.load_one_key, (scope, key, scope, key)
+            return self.load_one_key, (scope, key, lock_key(scope, key), scope, key)
+        return self.load_keys, self.key_params(keys)
+
+    def guarded_accounts_statement(self, ids: Sequence[int], keys: Sequence[tuple[str, str]]
+                                   ) -> tuple[str, tuple[Any, ...]]:
+        """The statement that locks accounts behind the keys' advisory locks, with parameters."""
+        if self.name == "postgresql" and len(keys) == 1:
+            (scope, key), = keys
+            return self.load_accounts_one_guard, (list(ids), lock_key(scope, key))
+        return self.load_accounts_guarded, self.guarded_account_params(ids, keys)
 
     def key_params(self, keys: Sequence[tuple[str, str]]) -> tuple[Any, ...]:
         """The parameters of :attr:`load_keys` for ``(scope, key)`` pairs."""
@@ -221,6 +245,11 @@ SQLITE = Dialect(
     read_accounts=(
         f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
     ),
+    load_one_key=(
+        "SELECT ?, ?, o.id, o.content_hash, o.status, o.response, 1 FROM (SELECT 1) AS one "
+        "LEFT JOIN operations AS o ON o.scope = ? AND o.idem_key = ?"
+    ),
+    load_accounts_one_guard="",  # SQLite takes no advisory locks
     locks_rows=False,
     load_pendings=(
         "SELECT t.id, t.ledger, t.debit_account_id, t.credit_account_id, t.amount, "
@@ -259,6 +288,15 @@ POSTGRESQL = Dialect(
         "FROM unnest(?::bigint[]) AS k) ORDER BY id FOR UPDATE"
     ),
     read_accounts=f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(?::bigint[])",
+    load_one_key=(
+        "SELECT ?::text, ?::text, o.id, o.content_hash, o.status, o.response, "
+        "pg_try_advisory_xact_lock(?::bigint) FROM (SELECT 1) AS one "
+        "LEFT JOIN operations AS o ON o.scope = ? AND o.idem_key = ?"
+    ),
+    load_accounts_one_guard=(
+        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY(?::bigint[]) "
+        "AND pg_try_advisory_xact_lock(?::bigint) ORDER BY id FOR UPDATE"
+    ),
     locks_rows=True,
     load_pendings=(
         "SELECT t.id, t.ledger, t.debit_account_id, t.credit_account_id, t.amount, "

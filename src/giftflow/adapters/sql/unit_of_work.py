@@ -84,14 +84,13 @@ class SqlUnitOfWork:
         engine.reserve_ids(ids_needed)
         statements: list[tuple[str, Sequence[Any]]] = []
         if keys:
-            statements.append((dialect.load_keys, dialect.key_params(keys)))
+            statements.append(dialect.keys_statement(keys))
         if pending_ids:
             statements.append((dialect.load_pendings, dialect.id_params(pending_ids)))
         early_ids, read_ids = ([], []) if pending_ids else self._split_locked(operations,
                                                                               account_ids)
         if early_ids:
-            statements.append((dialect.load_accounts_guarded,
-                               dialect.guarded_account_params(early_ids, keys)))
+            statements.append(dialect.guarded_accounts_statement(early_ids, keys))
         if read_ids:
             statements.append((dialect.read_accounts, dialect.id_params(read_ids)))
         results = iter(self.db.queries(statements)) if statements else iter(())
