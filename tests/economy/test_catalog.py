@@ -47,6 +47,8 @@ def test_packaged_catalog_counts() -> None:
 
 def test_packaged_catalog_matches_the_shared_capture() -> None:
     """Each packaged gift equals the shared catalog.json entry, in order, field by field."""
+    assert SHARED_CATALOG.exists(), (
+        f"{SHARED_CATALOG} is missing: shared/ must sit beside the repository, as CI lays it out")
     shared = json.loads(SHARED_CATALOG.read_text(encoding="utf-8"))
     gifts = load_catalog().gifts
     assert len(gifts) == len(shared)
