@@ -9,6 +9,7 @@ advisory lock per idempotency key, so that a concurrent duplicate in another pro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -203,6 +204,9 @@ def _columns(rows: Sequence[Sequence[Any]]) -> tuple[list[Any], ...]:
     return tuple(list(column) for column in zip(*rows, strict=True))
 
 
+LOCK_KEYS_CACHED_MAX = 4096
+"""Advisory-lock keys remembered, about one batch's worth."""
+
 _PG_BULK_OPERATIONS = (
     f"INSERT INTO operations ({_OPERATION_COLUMNS}) SELECT * FROM unnest(?::bigint[], ?::text[], "
     "?::text[], ?::text[], ?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[])"
@@ -221,8 +225,12 @@ _PG_BULK_BALANCES = (
 )
 
 
+@functools.lru_cache(maxsize=LOCK_KEYS_CACHED_MAX)
 def lock_key(scope: str, key: str) -> int:
-    """A signed 64-bit advisory-lock key for an idempotency key."""
+    """A signed 64-bit advisory-lock key for an idempotency key.
+
+    Cached: a transaction asks for each key's lock twice (the key lookup and the account guard).
+    """
     digest = blake2b(f"{scope}\x00{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
