@@ -13,29 +13,10 @@ SHARED_CATALOG = (Path(__file__).resolve().parents[2].parent
                   / "shared" / "data" / "tiktok-live" / "catalog.json")
 """The recorded catalog in the shared folder beside the repository (as CI lays it out)."""
 
-REGION_WITH_DISABLED_GIFTS = """
-[regions.XX]
-currency = "USD"
-creator_share_bps = 5000
-diamond_value = { minor = 1, per_diamonds = 2 }
-hold_days = 7
-payout_min_minor = 1000
-payout_daily_max_minor = 100000
-payouts_allowed = true
-min_age_gift = 18
-min_age_payout = 18
-video_gifts_allowed = false
-tax_bps = 0
-app_store_commission_bps = 3000
-card_fee_bps = 290
-card_fee_fixed_minor = 30
-refund_policy = "absorb"
-gift_count_max = 10000
-disabled_gifts = [5655, 7934]
-
-[regions.XX.packs]
-ios = [{ id = "ios-70", coins = 70, price_minor = 99 }]
-"""
+REGION_WITH_DISABLED_GIFTS = (Path(__file__).parent / "minimal_region.toml").read_text(
+    encoding="utf-8").replace("gift_count_max = 10000\n",
+                              "gift_count_max = 10000\ndisabled_gifts = [5655, 7934]\n")
+"""The shared minimal region, with two gifts disabled."""
 
 
 def test_packaged_catalog_counts() -> None:

@@ -23,33 +23,8 @@ DEFAULT_FILE = Path(giftflow.economy.__file__).parent / "default_economy.toml"
 SPEC_IN_APP_PRICES = [(70, 99), (350, 499), (700, 999), (1400, 1999), (3500, 4999),
                       (7000, 9999), (17500, 24999)]
 
-MINIMAL_REGION = """
-[regions.XX]
-currency = "USD"
-creator_share_bps = 5000
-diamond_value = { minor = 1, per_diamonds = 2 }
-hold_days = 7
-payout_min_minor = 1000
-payout_daily_max_minor = 100000
-payouts_allowed = true
-min_age_gift = 18
-min_age_payout = 18
-video_gifts_allowed = true
-tax_bps = 0
-app_store_commission_bps = 3000
-card_fee_bps = 290
-card_fee_fixed_minor = 30
-refund_policy = "debt"
-gift_count_max = 10000
-
-[regions.XX.packs]
-web = [{ id = "web-70", coins = 70, price_minor = 74 }]
-ios = [
-    { id = "ios-70", coins = 70, price_minor = 99 },
-    { id = "ios-350", coins = 350, price_minor = 499 },
-    { id = "ios-700", coins = 700, price_minor = 999 },
-]
-"""
+MINIMAL_REGION = (Path(__file__).parent / "minimal_region.toml").read_text(encoding="utf-8")
+"""A complete, valid one-region file, shared with the catalog tests."""
 
 
 def problems_of(text: str, **kwargs: object) -> list[str]:
