@@ -235,6 +235,10 @@ def lock_key(scope: str, key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+_SQLITE_ACCOUNTS = (
+    f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
+)
+
 SQLITE = Dialect(
     name="sqlite",
     begin="BEGIN IMMEDIATE",
@@ -243,16 +247,11 @@ SQLITE = Dialect(
         "FROM json_each(?) AS k LEFT JOIN operations AS o "
         "ON o.scope = k.value ->> 0 AND o.idem_key = k.value ->> 1"
     ),
-    load_accounts=(
-        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
-    ),
-    # SQLite has no concurrent writer to wait for: BEGIN IMMEDIATE already holds the write lock.
-    load_accounts_guarded=(
-        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
-    ),
-    read_accounts=(
-        f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE id IN (SELECT value FROM json_each(?))"
-    ),
+    # SQLite has no concurrent writer to wait for (BEGIN IMMEDIATE already holds the write
+    # lock), so locking, guarded and plain account reads are one statement.
+    load_accounts=_SQLITE_ACCOUNTS,
+    load_accounts_guarded=_SQLITE_ACCOUNTS,
+    read_accounts=_SQLITE_ACCOUNTS,
     load_one_key=(
         "SELECT ?, ?, o.id, o.content_hash, o.status, o.response, 1 FROM (SELECT 1) AS one "
         "LEFT JOIN operations AS o ON o.scope = ? AND o.idem_key = ?"
