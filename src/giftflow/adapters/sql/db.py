@@ -42,10 +42,6 @@ _CONFLICTS: tuple[type[Exception], ...] = (
 )
 
 
-EXECUTEMANY_ROWS_MIN = 8
-"""Below this many rows, a PostgreSQL write sends one execute per row inside its pipeline."""
-
-
 def _rows(cursor: Any) -> list[tuple[Any, ...]]:  # noqa: ANN401 -- psycopg's cursor
     """The rows of a psycopg result, or none for a statement without rows.
 
@@ -188,13 +184,7 @@ class Db:
         calls: list[Step] = []
         if self._begin_pending:
             calls.append(("execute", self.dialect.begin, ()))
-        for kind, sql, params in steps:
-            # Inside a pipeline, executemany opens a pipeline of its own; for a few rows plain
-            # executes cost the driver less.
-            if kind == "executemany" and len(params) < EXECUTEMANY_ROWS_MIN:
-                calls.extend(("execute", sql, row) for row in params)
-            else:
-                calls.append((kind, sql, params))
+        calls.extend(steps)
         if commit and (self._in_transaction or calls):
             calls.append(("execute", "COMMIT", ()))
         self._begin_pending = False

@@ -170,24 +170,32 @@ class Dialect:
     def ledger_writes(self, operation_rows: Sequence[Sequence[Any]],
                       transfer_rows: Sequence[Sequence[Any]],
                       balance_rows: Sequence[Sequence[Any]]) -> list[tuple[str, str, Any]]:
-        """The steps that write a unit of work's operations, transfers and balance changes.
+        """The steps that write a unit of work's operations, transfers and balance changes."""
+        return [*self.row_steps(self.insert_operations, operation_rows, _PG_BULK_OPERATIONS),
+                *self.row_steps(self.insert_transfers, transfer_rows, _PG_BULK_TRANSFERS),
+                *self.row_steps(self.update_balances, balance_rows, _PG_BULK_BALANCES)]
+
+    def row_steps(self, statement: str, rows: Sequence[Sequence[Any]],
+                  bulk: str | None = None) -> list[tuple[str, str, Any]]:
+        """How this dialect sends ``statement`` for each of ``rows``.
 
         SQLite binds each row in-process, so ``executemany`` is its cheapest form. PostgreSQL
-        pays per statement (a trip through the driver and the executor), so a table with many
-        rows gets one statement that reads them from arrays with ``unnest``: measured here, 23 %
-        more gifts per second in batches of 1,000, but 5 % fewer one gift at a time, where
-        dumping the arrays costs more than the statements it saves.
+        pays per statement, and all of a write travels in one pipeline:
+        - from :data:`BULK_ROWS_MIN` rows, the ``bulk`` form reads every row from arrays with
+          ``unnest`` (measured here: 23 % more gifts per second in batches of 1,000, but 5 %
+          fewer one gift at a time, where dumping the arrays costs more than it saves);
+        - below :data:`EXECUTEMANY_ROWS_MIN` rows, one plain execute per row, because
+          ``executemany`` inside a pipeline opens a pipeline of its own;
+        - otherwise ``executemany``.
         """
-        steps: list[tuple[str, str, Any]] = []
-        for rows, one_by_one, bulk in (
-                (operation_rows, self.insert_operations, _PG_BULK_OPERATIONS),
-                (transfer_rows, self.insert_transfers, _PG_BULK_TRANSFERS),
-                (balance_rows, self.update_balances, _PG_BULK_BALANCES)):
-            if self.name == "postgresql" and len(rows) >= BULK_ROWS_MIN:
-                steps.append(("execute", bulk, _columns(rows)))
-            elif rows:
-                steps.append(("executemany", one_by_one, rows))
-        return steps
+        if not rows:
+            return []
+        if self.name == "postgresql":
+            if bulk is not None and len(rows) >= BULK_ROWS_MIN:
+                return [("execute", bulk, _columns(rows))]
+            if len(rows) < EXECUTEMANY_ROWS_MIN:
+                return [("execute", statement, row) for row in rows]
+        return [("executemany", statement, rows)]
 
     def insert(self, table: str, columns: Sequence[str]) -> str:
         """An INSERT for a domain row staged with an operation."""
@@ -197,6 +205,9 @@ class Dialect:
 
 BULK_ROWS_MIN = 16
 """From this many rows on, PostgreSQL writes a table's rows with one ``unnest`` statement."""
+
+EXECUTEMANY_ROWS_MIN = 8
+"""Below this many rows, PostgreSQL sends one execute per row inside its write pipeline."""
 
 
 def _columns(rows: Sequence[Sequence[Any]]) -> tuple[list[Any], ...]:

@@ -194,8 +194,8 @@ class SqlUnitOfWork:
         by_shape: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
         for insert in engine.inserts:
             by_shape[insert.table, tuple(insert.row)].append(tuple(insert.row.values()))
-        writes.extend(("executemany", dialect.insert(table, columns), rows)
-                      for (table, columns), rows in by_shape.items())
+        for (table, columns), rows in by_shape.items():
+            writes.extend(dialect.row_steps(dialect.insert(table, columns), rows))
         self.db.write(writes, commit=True)
         self._open = False
 
