@@ -1,8 +1,9 @@
 """The worked example: one short gifting scenario through the ledger, printed as it goes.
 
 It is what the README's first command runs until the HTTP service exists, and a test runs it too.
-The amounts follow SPEC.md: a 350-coin pack at $4.99, gifts split 50 % to the creator in diamonds
-at scale 4, and a payout reserved as a pending transfer and then posted.
+The amounts follow SPEC.md: a 350-coin pack at $4.99, gifts split to the creator in diamonds at
+the default economy file's US share (50 %, scale 4), and a payout reserved as a pending transfer
+and then posted.
 """
 
 from __future__ import annotations
@@ -12,24 +13,17 @@ import uuid
 from rich.console import Console
 from rich.table import Table
 
+from giftflow.economy import load_economy
 from giftflow.ledger import Account, Ledger, Operation, Phase, Result, TransferRequest, verify
 from giftflow.ledger.ports import LedgerStore
 from giftflow.ledger.verify import VerificationFacts
-
-CREATOR_SHARE_BPS = 5_000
-DIAMOND_SCALE = 4
-
-
-def diamonds_for(coins: int) -> int:
-    """Diamond minor units a creator earns: ``floor(coins × share_bps × 10^scale / 10000)``."""
-    diamonds: int = coins * CREATOR_SHARE_BPS * 10**DIAMOND_SCALE // 10_000
-    return diamonds
 
 
 class _Scenario:
     def __init__(self, ledger: Ledger, console: Console) -> None:
         self.ledger = ledger
         self.console = console
+        self.region = load_economy().region("US")
         run_id = uuid.uuid4().hex[:8]
         self.viewer = f"viewer-{run_id}"
         self.creator = f"creator-{run_id}"
@@ -56,7 +50,7 @@ class _Scenario:
             [TransferRequest("COIN", self.wallet.id, self.coins_redeemed.id, coins, "gift",
                              shortfall_code="insufficient_coins"),
              TransferRequest("DIAMOND", self.diamond_issuance.id, self.held.id,
-                             diamonds_for(coins), "gift")],
+                             self.region.diamonds_for(coins), "gift")],
             actor=self.viewer)
 
     def balances(self) -> None:
@@ -90,7 +84,7 @@ def run(store: LedgerStore, console: Console) -> bool:
     s.step("the same key with other content", ledger.apply(s.gift("lion", 300)))
     reserve = ledger.apply(Operation.of_transfers(
         f"user:{s.creator}|POST /v1/payouts", "payout-1",
-        [TransferRequest("DIAMOND", s.held.id, s.payout_clearing.id, diamonds_for(200),
+        [TransferRequest("DIAMOND", s.held.id, s.payout_clearing.id, s.region.diamonds_for(200),
                          "payout", Phase.PENDING, timeout_ms=86_400_000)], kind="payout"))
     s.step("creator requests a payout: diamonds reserved (pending)", reserve)
     s.balances()
