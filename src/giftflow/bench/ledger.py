@@ -95,8 +95,6 @@ VIEWERS_MAX = 1_000
 FUNDING_COINS = 10**12
 GIFT_MENU_COINS = (1, 1, 1, 5, 10, 30, 99, 199)
 """Coin prices of the gifts sent, in turn: mostly roses, some bigger gifts."""
-CREATOR_SHARE_BPS = 5_000
-DIAMOND_SCALE = 4
 RESULT_TIMEOUT_S = 600.0
 REPEATS = 5
 """Timed runs of giftflow and of the baseline per measurement; the figures are their medians."""
@@ -172,11 +170,12 @@ def _populate(settings: Settings, url: str, viewers: int) -> Population:
 
 def gifts(population: Population, count: int) -> list[Operation]:
     """``count`` gifts to the hot creator, from the viewers in turn, each with its own key."""
+    region = load_economy().region("US")  # the creator share of the default economy file
     operations = []
     for index in range(count):
         viewer, wallet = population.viewers[index % len(population.viewers)]
         coins = GIFT_MENU_COINS[index % len(GIFT_MENU_COINS)]
-        diamonds = coins * CREATOR_SHARE_BPS * 10**DIAMOND_SCALE // 10_000
+        diamonds = region.diamonds_for(coins)
         operations.append(Operation(
             f"user:{viewer}|POST /v1/streams/{{id}}/gifts", f"gift-{index}", "gift",
             {"creator": "creator-hot", "coins": coins},
