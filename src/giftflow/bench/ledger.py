@@ -68,6 +68,7 @@ from giftflow.bootstrap import (
     open_store,
     tune_garbage_collector,
 )
+from giftflow.economy import load_economy
 from giftflow.ledger import (
     GroupCommitter,
     Ledger,
