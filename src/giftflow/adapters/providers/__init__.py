@@ -1,0 +1,1 @@
+"""Payment and payout provider adapters: each turns a provider's wire format into economy values."""
