@@ -83,14 +83,16 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
 
 
 def test_migrate_applies_once(target: Target) -> None:
-    """``giftflow migrate`` applies migration 1 on a fresh database, then reports up to date."""
+    """``giftflow migrate`` applies every migration on a fresh database, then reports up to
+    date.
+    """
     first = target.run("migrate")
     assert first.returncode == 0, first.stderr
-    assert "applied migrations 1; schema is at 1" in first.stdout
+    assert "applied migrations 1, 2; schema is at 2" in first.stdout
     second = target.run("migrate")
     assert second.returncode == 0, second.stderr
-    assert "schema is up to date at version 1" in second.stdout
-    assert target.execute("SELECT version FROM schema_migrations") == [(1,)]
+    assert "schema is up to date at version 2" in second.stdout
+    assert target.execute("SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
 
 
 def test_example_then_verify_passes(target: Target) -> None:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import gc
+import os
 
+from giftflow.adapters.providers.simulator import SimulatorPayouts
 from giftflow.adapters.sql.store import SqlStore, StoreOptions
+from giftflow.economy import load_catalog, load_economy
+from giftflow.economy.payouts import Payouts
+from giftflow.economy.providers import PayoutProvider
+from giftflow.economy.service import EconomyOptions, EconomyService
+from giftflow.economy.twofactor import SeedCipher
 from giftflow.ledger import GroupCommitSettings, Ledger, LedgerLimits
 from giftflow.ledger.engine import Limits
 from giftflow.settings import Settings
@@ -57,3 +65,40 @@ def group_commit_settings(settings: Settings) -> GroupCommitSettings:
         window_us=settings.group_commit_window_us,
         queue_operations_max=settings.group_commit_queue_operations_max,
     )
+
+
+TOTP_KEY_FILE = "totp-seed.key"
+"""The file in the data directory that holds the TOTP seed key when no setting gives one."""
+
+
+def seed_cipher(settings: Settings) -> SeedCipher:
+    """The cipher for TOTP seeds: the configured key, or the data directory's key file."""
+    if settings.totp_key:
+        return SeedCipher(base64.b64decode(settings.totp_key, validate=True))
+    path = settings.data_dir / TOTP_KEY_FILE
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(base64.b64encode(SeedCipher.generate_key()))
+    return SeedCipher(base64.b64decode(path.read_bytes(), validate=True))
+
+
+def build_economy(settings: Settings, store: SqlStore | None = None,
+                  providers: dict[str, PayoutProvider] | None = None,
+                  ) -> tuple[EconomyService, Payouts]:
+    """The economy service and its payouts over the configured store.
+
+    In demo mode the ``simulator`` payout provider is added to ``providers``.
+    """
+    store = store or open_store(settings)
+    demo = settings.mode == "demo"
+    service = EconomyService(
+        store, build_ledger(settings, store), load_economy(settings.economy_file),
+        load_catalog(settings.catalog_file), cipher=seed_cipher(settings),
+        options=EconomyOptions(demo_mode=demo,
+                               conflict_retries_max=settings.conflict_retries_max))
+    methods: dict[str, PayoutProvider] = dict(providers or {})
+    if demo:
+        methods.setdefault("simulator", SimulatorPayouts())
+    return service, Payouts(service, methods)

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     history_page_entries_max: int = Field(default=500, ge=1, le=10_000)
     conflict_retries_max: int = Field(default=8, ge=1, le=100)
 
+    economy_file: Path | None = None
+    """The economy TOML; default: the packaged illustrative rates."""
+    catalog_file: Path | None = None
+    """The gift catalog JSON; default: the packaged real catalog."""
+    totp_key: str | None = None
+    """Base64 of the 32-byte key that encrypts TOTP seeds; default: a key file in
+    ``data_dir`` made on first use (mode 0600)."""
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``giftflow.sqlite3`` in the data directory."""

@@ -212,20 +212,23 @@ def test_constraint_violations_inside_giftflows_transaction_roll_back(store: Sql
 
 
 def test_migrations_apply_once(store_url: str) -> None:
-    """A fresh database gets migration 1; migrating again, or reopening, applies nothing."""
+    """A fresh database gets every migration in order; migrating again, or reopening, applies
+    nothing.
+    """
     fresh = SqlStore(store_url, StoreOptions(migrate=False))
     try:
-        assert fresh.migrate() == [1]
+        assert fresh.migrate() == [1, 2]
         assert fresh.migrate() == []
-        assert fresh.schema_version() == 1
+        assert fresh.schema_version() == 2
     finally:
         fresh.close()
     reopened = SqlStore(store_url)
     try:
         assert reopened.migrate() == []
-        assert reopened.schema_version() == 1
+        assert reopened.schema_version() == 2
         with reopened.connection() as db:
-            assert raw(db, "SELECT version, name FROM schema_migrations") == [(1, "ledger")]
+            assert raw(db, "SELECT version, name FROM schema_migrations ORDER BY version") == [
+                (1, "ledger"), (2, "economy")]
     finally:
         reopened.close()
 
@@ -289,7 +292,7 @@ def test_sqlite_store_creates_its_directory(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "g.sqlite3"
     store = SqlStore(f"sqlite:///{target}")
     try:
-        assert store.schema_version() == 1
+        assert store.schema_version() == 2
     finally:
         store.close()
     assert target.is_file()

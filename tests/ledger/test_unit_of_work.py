@@ -10,19 +10,20 @@ from giftflow.ledger import Applied, Insert, Ledger, Operation, TransferRequest
 
 def _outbox(store: SqlStore) -> None:
     with store.connection() as db:
-        db.execute("CREATE TABLE outbox (operation_id BIGINT NOT NULL, kind TEXT NOT NULL, "
+        db.execute("CREATE TABLE effects_log (operation_id BIGINT NOT NULL, kind TEXT NOT NULL, "
                    "coins BIGINT NOT NULL)")
 
 
 def _rows(store: SqlStore) -> list[tuple[int, str, int]]:
     with store.connection() as db:
-        return [(int(a), b, int(c)) for a, b, c in
-                db.execute("SELECT operation_id, kind, coins FROM outbox ORDER BY operation_id")]
+        rows = db.execute("SELECT operation_id, kind, coins FROM effects_log "
+                          "ORDER BY operation_id")
+        return [(int(a), b, int(c)) for a, b, c in rows]
 
 
 def _gift(wallet: int, redeemed: int, key: str, coins: int) -> Operation:
     def effects(applied: Applied) -> list[Insert]:
-        return [Insert("outbox", {"operation_id": applied.operation_id, "kind": "gift",
+        return [Insert("effects_log", {"operation_id": applied.operation_id, "kind": "gift",
                                   "coins": coins})]
 
     return Operation("user:v|gifts", key, "gift", {"coins": coins},

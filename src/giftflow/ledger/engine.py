@@ -202,6 +202,10 @@ class Engine:
         invariant(record is not False, "the unit of work must load the idempotency key first")
         if record is not None:
             return replay(record, content_hash)  # type: ignore[arg-type]
+        if operation.refusal is not None:
+            refusal = Failure(*operation.refusal, stored=True)
+            self._stage_failure(operation, content_hash, refusal)
+            return refusal
         before: dict[int, tuple[int, int, int]] = {}
         try:
             legs = self._apply_legs(operation, before)

@@ -27,6 +27,8 @@ class VerificationFacts:
     """Resolutions (id, pending id) that do not match the pending transfer they resolve."""
     missing_legs: list[tuple[int, int, int]] = field(default_factory=list)
     """Succeeded operations (id, legs recorded in its response, transfers found) that differ."""
+    lot_mismatches: list[str] = field(default_factory=list)
+    """Where lot consumption disagrees with the coins gifted or with a wallet's balance."""
 
 
 @dataclass(slots=True)
@@ -128,6 +130,11 @@ def verify(facts: VerificationFacts, extra_checks: tuple[ExtraCheck, ...] = ()) 
         pending_once.fail(f"pending transfer {pending_id} resolved {count} times")
     for resolution_id, pending_id in facts.bad_resolutions:
         pending_once.fail(f"transfer {resolution_id} does not match pending {pending_id}")
-    checks = [sums, negatives, cached, legs, pending_once]
+    lots = Check("lot_consumption_matches",
+                 "every gift's lot pieces sum to its coins, and every wallet holds exactly "
+                 "the unspent coins of its lots")
+    for mismatch in facts.lot_mismatches:
+        lots.fail(mismatch)
+    checks = [sums, negatives, cached, legs, pending_once, lots]
     checks.extend(extra() for extra in extra_checks)
     return Report(checks, len(facts.accounts), totals)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from giftflow.adapters.sql.economy_schema import economy_statements
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:
@@ -157,6 +159,7 @@ _LEDGER_POSTGRESQL = (
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger", _LEDGER_SQLITE, _LEDGER_POSTGRESQL),
+    Migration(2, "economy", economy_statements("sqlite"), economy_statements("postgresql")),
 )
 
 BOOKKEEPING = (

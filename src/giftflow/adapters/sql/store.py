@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,8 @@ from psycopg_pool import ConnectionPool
 
 from giftflow.adapters.sql.db import Db, IdBlock
 from giftflow.adapters.sql.dialects import POSTGRESQL, SQLITE, Dialect
+from giftflow.adapters.sql.economy_schema import COLUMNS
+from giftflow.adapters.sql.economy_tx import SqlEconomyTx, select
 from giftflow.adapters.sql.schema import BOOKKEEPING, MIGRATIONS
 from giftflow.adapters.sql.unit_of_work import SqlUnitOfWork, account_from_row
 from giftflow.ledger.engine import Limits
@@ -30,6 +32,16 @@ from giftflow.ledger.model import (
 )
 from giftflow.ledger.verify import VerificationFacts
 
+_GIFTS_VS_LOTS = """
+    SELECT g.id, g.coins, COALESCE(SUM(p.coins), 0) FROM gifts AS g
+    LEFT JOIN gift_lots AS p ON p.gift_id = g.id
+    GROUP BY g.id, g.coins HAVING g.coins <> COALESCE(SUM(p.coins), 0)"""
+_WALLETS_VS_LOTS = """
+    SELECT a.owner, a.posted, COALESCE(SUM(l.remaining), 0) FROM accounts AS a
+    LEFT JOIN lots AS l ON l.owner = a.owner
+    WHERE a.ledger = 'COIN' AND a.kind = 'wallet'
+      AND (a.owner LIKE 'user:%' OR a.owner LIKE 'team:%')
+    GROUP BY a.owner, a.posted HAVING a.posted <> COALESCE(SUM(l.remaining), 0)"""
 _MIGRATION_LOCK_KEY = 0x6769667466_6C6F77  # "giftflow"
 
 
@@ -133,6 +145,18 @@ class SqlStore:
             context.__exit__(None, None, None)
 
         return SqlUnitOfWork(db, release, self.now_ms, self.limits, self._may_go_negative)
+
+    def economy_tx(self) -> SqlEconomyTx:
+        """A new economy transaction (domain rows and the ledger together)."""
+        return SqlEconomyTx(self.unit_of_work())
+
+    def read(self, table: str, where: Mapping[str, Any], *, order_by: Sequence[str] = (),
+             limit: int | None = None) -> list[dict[str, Any]]:
+        """Committed economy rows of ``table`` that match ``where``."""
+        sql, params = select(table, where, order_by, limit, lock=False)
+        names = COLUMNS[table]
+        with self.connection() as db:
+            return [dict(zip(names, row, strict=True)) for row in db.execute(sql, params)]
 
     def close(self) -> None:
         """Release every connection."""
@@ -250,6 +274,11 @@ class SqlStore:
                                      for a, b in db.execute(dialect.bad_resolutions)],
                     missing_legs=[(int(a), int(b), int(c))
                                   for a, b, c in db.execute(dialect.missing_legs)],
+                    lot_mismatches=[
+                        *(f"gift {g} costs {c} coins but its lots paid {p}"
+                          for g, c, p in db.execute(_GIFTS_VS_LOTS)),
+                        *(f"{o} wallet holds {w} coins but its lots hold {r}"
+                          for o, w, r in db.execute(_WALLETS_VS_LOTS))],
                 )
             finally:
                 db.rollback()

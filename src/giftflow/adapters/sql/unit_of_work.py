@@ -29,6 +29,7 @@ class SqlUnitOfWork:
         self._release = release
         self.engine = Engine(db.next_ids, now_ms, limits)
         self._busy_keys: set[tuple[str, str]] = set()
+        self._staged: list[tuple[str, str, Any]] = []
         self._open = False
         # Accounts known to be allowed below zero. ``allow_negative`` never changes once an
         # account is opened, so the store shares this set between its units of work.
@@ -61,6 +62,35 @@ class SqlUnitOfWork:
         if not busy_keys:
             return [apply(op) for op in operations]
         return [busy if (op.scope, op.key) in busy_keys else apply(op) for op in operations]
+
+    def key_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Load idempotency keys ahead of their operations: ``new``, ``recorded`` or ``busy``.
+
+        A domain asks before it plans operations, so that it plans only the new ones: a recorded
+        key replays its stored answer, and a busy one (held by another transaction) gets
+        ``idempotency_in_progress``. The keys stay loaded for :meth:`apply_many`.
+        """
+        invariant(self._open, "key_states needs an open unit of work")
+        engine, busy = self.engine, self._busy_keys
+        missing = list(dict.fromkeys(k for k in keys if k not in engine.keys and k not in busy))
+        if missing:
+            self._take_keys(self.db.queries([self.db.dialect.keys_statement(missing)])[0])
+        return {key: "busy" if key in busy else
+                ("new" if engine.keys.get(key) is None else "recorded") for key in keys}
+
+    def query(self, statements: Sequence[tuple[str, Sequence[Any]]]
+              ) -> list[list[tuple[Any, ...]]]:
+        """Run domain reads inside this transaction (on PostgreSQL in one round trip)."""
+        invariant(self._open, "query needs an open unit of work")
+        return self.db.queries(statements)
+
+    def stage(self, steps: Sequence[tuple[str, str, Any]]) -> None:
+        """Stage domain writes (``execute`` or ``executemany`` steps) to run at commit.
+
+        They run after the ledger's rows, in the order staged.
+        """
+        invariant(self._open, "stage needs an open unit of work")
+        self._staged.extend(steps)
 
     def _load(self, operations: Sequence[Operation]) -> None:
         """Load the operations' keys, the pending transfers they resolve, and lock their accounts.
@@ -196,6 +226,7 @@ class SqlUnitOfWork:
             by_shape[insert.table, tuple(insert.row)].append(tuple(insert.row.values()))
         for (table, columns), rows in by_shape.items():
             writes.extend(dialect.row_steps(dialect.insert(table, columns), rows))
+        writes.extend(self._staged)
         self.db.write(writes, commit=True)
         self._open = False
 
