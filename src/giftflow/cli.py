@@ -115,6 +115,7 @@ def bench_all(context: typer.Context, data_dir: DataDir = None) -> None:
     """Run every benchmark with its defaults when no subcommand is named."""
     if context.invoked_subcommand is None:
         context.invoke(bench_ledger, data_dir=data_dir)
+        context.invoke(bench_economy, data_dir=data_dir)
 
 
 @bench_app.command("ledger")
@@ -135,6 +136,29 @@ def bench_ledger(
     settings = load_settings(data_dir, None)
     run_ledger_bench(settings, operations=operations, single_operations=single_operations,
                      postgres_url=postgres_url, console=out)
+
+
+@bench_app.command("economy")
+def bench_economy(
+    gifts: Annotated[int, typer.Option(min=100, max=1_000_000,
+                                       help="Gifts per measurement.")] = 10_000,
+    batch: Annotated[int, typer.Option(min=1, max=1_000, help="Gifts per transaction.")] = 500,
+    repeats: Annotated[int, typer.Option(min=1, max=20, help="Pairs of runs.")] = 3,
+    postgres_url: Annotated[str | None, typer.Option(
+        "--postgres-url", envvar="GIFTFLOW_BENCH_POSTGRES_URL",
+        help="PostgreSQL to measure (default postgresql://postgres@127.0.0.1:5432/test); "
+             "'none' skips it.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """End-to-end send_gift through the economy vs the ledger's group commit, per store."""
+    from giftflow.bench.economy import EconomyBenchError, run_economy_bench  # noqa: PLC0415
+
+    settings = load_settings(data_dir, None)
+    try:
+        run_economy_bench(settings.data_dir, gifts=gifts, batch=batch, repeats=repeats,
+                          postgres_url=postgres_url, console=out)
+    except EconomyBenchError as error:
+        raise CliError(str(error)) from error
 
 
 def _fail(message: str) -> NoReturn:

@@ -6,6 +6,8 @@ pre- and postcondition goes through :func:`invariant`, which always raises.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
@@ -14,10 +16,13 @@ class InvariantViolation(AssertionError):  # noqa: N818 -- named after what it i
     """A condition that must hold did not: this is a bug, never an expected failure."""
 
 
-def invariant(condition: bool, message: str) -> None:
-    """Raise :class:`InvariantViolation` with ``message`` unless ``condition`` holds."""
+def invariant(condition: bool, message: str | Callable[[], str]) -> None:
+    """Raise :class:`InvariantViolation` with ``message`` unless ``condition`` holds.
+
+    On hot paths pass a callable, so that the message is only built when the check fails.
+    """
     if not condition:
-        raise InvariantViolation(message)
+        raise InvariantViolation(message if isinstance(message, str) else message())
 
 
 def fits_int64(value: int) -> bool:

@@ -16,8 +16,12 @@ from giftflow.ledger import Ledger
 
 @pytest.fixture
 def env(store: SqlStore) -> EconomyEnv:
-    """An economy in demo mode over the test's store (SQLite or PostgreSQL)."""
+    """An economy in demo mode over the test's store (SQLite or PostgreSQL).
+
+    The store stamps transfers with the same clock, so ledger history and domain rows agree.
+    """
     clock = Clock()
+    store.now_ms = clock
     simulator = SimulatorPayouts()
     service = EconomyService(store, Ledger(store, clock_ms=clock), load_economy(),
                              load_catalog(), cipher=SeedCipher(SeedCipher.generate_key()),

@@ -65,6 +65,20 @@ class EconomyTx(Protocol):
         """Reserve ``count`` consecutive time-ordered ids and return the first."""
         ...
 
+    def insert_many(self, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """Stage many new rows of the same columns (one statement for all of them)."""
+        ...
+
+    def add_many(self, table: str, key_columns: Sequence[str], delta_columns: Sequence[str],
+                 rows: Sequence[Sequence[Any]], *, upsert: bool = False) -> None:
+        """Stage ``column = column + delta`` for many rows; each row is its deltas, then its key.
+
+        With ``upsert`` a row that does not exist is inserted with the deltas as its values
+        (the key must then be the table's primary key).
+        """
+        ...
+
     def key_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], KeyState]:
         """Load idempotency keys before planning their operations."""
         ...

@@ -124,6 +124,7 @@ class _GiftPlan:
     wallet_owner: str = ""
     lots: list[tuple[str, int]] = field(default_factory=list)
     risk: list[tuple[str, str, str]] = field(default_factory=list)
+    gift_id: str = ""
 
 
 def stable_id(prefix: str, *parts: str) -> str:
@@ -577,24 +578,27 @@ class EconomyService:
         return default
 
     def limit_refusal(self, tx: EconomyTx, user: Row, owner: str, kind: str, coins: int,
-                      *, spent: Mapping[str, int] | None = None) -> tuple[str, str] | None:
-        """The refusal when ``coins`` more would pass the user's daily or monthly limit.
-
-        ``spent`` adds what earlier requests of the same batch already counted.
-        """
+                      ) -> tuple[str, str] | None:
+        """The refusal when ``coins`` more would pass the user's daily or monthly limit."""
         day, month = self.periods(user)
         limits = tx.rows("spend_limits", {"owner": user["id"]})
-        counters = {row["period"]: row["amount"] for row in tx.rows(
-            "spend_counters", {"owner": owner, "metric": kind})
-            if row["period"] in (day, month)}
-        extra = spent or {}
+        used = {row["period"]: row["amount"] for row in tx.rows(
+            "spend_counters", {"owner": owner, "metric": kind, "period in": (day, month)})}
+        return self.check_limits(user, kind, coins, limits, used)
+
+    def check_limits(self, user: Row, kind: str, coins: int, limits: Iterable[Row],
+                     used: Mapping[str, int], periods: tuple[str, str] | None = None,
+                     ) -> tuple[str, str] | None:
+        """The refusal when ``coins`` more would pass a limit, given what each period used."""
+        limits = list(limits)
+        day, month = periods or self.periods(user)
         for period, name in ((day, "daily"), (month, "monthly")):
             limit = self.effective_limit(user, limits, f"{kind}_{name}")
-            used = counters.get(period, 0) + extra.get(period, 0)
-            if limit is not None and used + coins > limit:
+            spent = used.get(period, 0)
+            if limit is not None and spent + coins > limit:
                 code = getattr(codes, f"{'PURCHASE' if kind == 'purchased' else 'GIFT'}_LIMIT_"
                                       f"{name.upper()}")
-                return (code, (f"{name} limit of {limit} coins {kind}: {used} used, "
+                return (code, (f"{name} limit of {limit} coins {kind}: {spent} used, "
                               f"{coins} more asked"))
         return None
 
@@ -735,14 +739,15 @@ class EconomyService:
         operations = [self._gift_operation(context, plan, request, scope)
                       for plan, request, scope in zip(plans, requests, scopes, strict=True)]
         results = tx.apply_many(operations)
+        writes = _GiftWrites(self, context)
         for plan, operation, result in zip(plans, operations, results, strict=True):
             if plan is None:
                 continue
-            planned_ok = operation.refusal is None
-            invariant(planned_ok == isinstance(result, Applied),
-                      f"gift {operation.key}: the ledger disagreed with its plan: {result}")
+            invariant((operation.refusal is None) == isinstance(result, Applied),
+                      partial(_disagreement, operation.key, result))
             if isinstance(result, Applied):
-                self._stage_gift(tx, context, plan)
+                writes.add(plan)
+        writes.stage(tx)
         tx.commit()
         return results
 
@@ -758,44 +763,19 @@ class EconomyService:
         if refusal is not None:
             return Operation(scope, request.key, "gift", fields, (), refusal=refusal,
                              actor=f"user:{request.sender_id}", request_id=request.request_id)
-        legs = (self.leg(acc.wallet(plan.wallet_owner), acc.COIN_REDEEMED, plan.gift_coins,
-                         "gift", codes.INSUFFICIENT_COINS),
-                self.leg(acc.DIAMOND_ISSUANCE, acc.held(request.creator_id), plan.diamonds,
-                         "gift"))
-        response = {"gift": stable_id("gft", scope, request.key), "coins": plan.gift_coins,
+        ids = context.account_id
+        legs = (TransferRequest("COIN", ids(acc.wallet(plan.wallet_owner)),
+                                ids(acc.COIN_REDEEMED), plan.gift_coins, "gift",
+                                shortfall_code=codes.INSUFFICIENT_COINS),
+                TransferRequest("DIAMOND", ids(acc.DIAMOND_ISSUANCE),
+                                ids(acc.held(request.creator_id)), plan.diamonds, "gift"))
+        plan.gift_id = stable_id("gft", scope, request.key)
+        response = {"gift": plan.gift_id, "coins": plan.gift_coins,
                     "diamonds": plan.diamonds, "lots": [[lot, n] for lot, n in plan.lots]}
         return Operation(scope, request.key, "gift", fields,
                          legs if plan.diamonds else legs[:1],
                          actor=f"user:{request.sender_id}", request_id=request.request_id,
-                         respond=lambda _: response)
-
-    def _stage_gift(self, tx: EconomyTx, context: _GiftContext, plan: _GiftPlan) -> None:
-        request, now = plan.request, self.clock_ms()
-        gift_id = stable_id("gft", plan.scope, request.key)
-        creator = context.users[request.creator_id]
-        hold_days = self.region_of(creator).hold_days
-        tx.insert("gifts", {
-            "id": gift_id, "sender_id": request.sender_id, "wallet_owner": plan.wallet_owner,
-            "creator_id": request.creator_id, "target_kind": request.target_kind,
-            "target_id": request.target_id, "catalog_gift_id": request.gift_id,
-            "gift_count": request.count, "coins": plan.gift_coins, "diamonds": plan.diamonds,
-            "streak_id": request.streak_id, "created_at_ms": now,
-            "matures_at_ms": now + hold_days * DAY_MS})
-        for lot_id, coins in plan.lots:
-            tx.insert("gift_lots", {"gift_id": gift_id, "lot_id": lot_id, "coins": coins})
-            tx.add("lots", {"id": lot_id}, {"remaining": -coins})
-        sender = context.users[request.sender_id]
-        self._count(tx, sender, acc.owner_of_user(request.sender_id), "gifted", plan.gift_coins)
-        if request.team_id:
-            self._count(tx, sender, _budget_owner(request.team_id, request.sender_id), "gifted",
-                        plan.gift_coins)
-        for user_id, rule, reason in plan.risk:
-            self.hold(tx, user_id, rule, reason)
-        self.emit(tx, "gift", f"{request.target_kind}:{request.target_id}", {
-            "gift": gift_id, "sender": request.sender_id, "creator": request.creator_id,
-            "catalog_gift_id": request.gift_id, "count": request.count,
-            "coins": plan.gift_coins, "diamonds": plan.diamonds,
-            "streak_id": request.streak_id, "at_ms": now})
+                         response=response)
 
     # -- hold and release -------------------------------------------------------------------------
 
@@ -881,6 +861,10 @@ def totp_columns(state: TotpState) -> dict[str, Any]:
             "totp_locked_until_ms": state.locked_until_ms}
 
 
+def _disagreement(key: str, result: Result) -> str:
+    return f"gift {key}: the ledger disagreed with its plan: {result}"
+
+
 def receipt_number(order_id: str) -> str:
     """The receipt number of an order."""
     return "R-" + order_id.removeprefix("ord_").upper()
@@ -888,6 +872,69 @@ def receipt_number(order_id: str) -> str:
 
 def _budget_owner(team_id: str, user_id: str) -> str:
     return f"team:{team_id}:member:{user_id}"
+
+
+class _GiftWrites:
+    """The domain rows of a batch's successful gifts, staged in one statement per kind."""
+
+    def __init__(self, service: EconomyService, context: _GiftContext) -> None:
+        self.service = service
+        self.context = context
+        self.now = service.clock_ms()
+        self.gifts: list[tuple[Any, ...]] = []
+        self.pieces: list[tuple[str, str, int]] = []
+        self.lots: dict[str, int] = {}
+        self.counters: dict[tuple[str, str], int] = {}
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.risk: list[tuple[str, str, str]] = []
+
+    def add(self, plan: _GiftPlan) -> None:
+        """Collect one successful gift's rows."""
+        request, now, context = plan.request, self.now, self.context
+        creator = context.users[request.creator_id]
+        hold_days = self.service.region_of(creator).hold_days
+        self.gifts.append((
+            plan.gift_id, request.sender_id, plan.wallet_owner, request.creator_id,
+            request.target_kind, request.target_id, request.gift_id, request.count,
+            plan.gift_coins, plan.diamonds, request.streak_id, now, now + hold_days * DAY_MS))
+        for lot_id, coins in plan.lots:
+            self.pieces.append((plan.gift_id, lot_id, coins))
+            self.lots[lot_id] = self.lots.get(lot_id, 0) + coins
+        owners = [acc.owner_of_user(request.sender_id)]
+        if request.team_id:
+            owners.append(_budget_owner(request.team_id, request.sender_id))
+        for owner in owners:
+            for period in context.periods(context.users[request.sender_id]):
+                self.counters[owner, period] = self.counters.get((owner, period), 0) + \
+                    plan.gift_coins
+        self.risk.extend(plan.risk)
+        self.events.append((f"{request.target_kind}:{request.target_id}", {
+            "gift": plan.gift_id, "sender": request.sender_id, "creator": request.creator_id,
+            "catalog_gift_id": request.gift_id, "count": request.count,
+            "coins": plan.gift_coins, "diamonds": plan.diamonds,
+            "streak_id": request.streak_id, "at_ms": now}))
+
+    def stage(self, tx: EconomyTx) -> None:
+        """Stage everything collected, parents before children."""
+        tx.insert_many("gifts", _GIFT_COLUMNS, self.gifts)
+        tx.insert_many("gift_lots", ("gift_id", "lot_id", "coins"), self.pieces)
+        tx.add_many("lots", ("id",), ("remaining",),
+                    [(-coins, lot_id) for lot_id, coins in sorted(self.lots.items())])
+        tx.add_many("spend_counters", ("owner", "metric", "period"), ("amount",),
+                    [(coins, owner, "gifted", period)
+                     for (owner, period), coins in sorted(self.counters.items())], upsert=True)
+        for user_id, rule, reason in self.risk:
+            self.service.hold(tx, user_id, rule, reason)
+        if self.events:
+            first = tx.next_ids(len(self.events))
+            tx.insert_many("outbox", ("id", "topic", "subject", "payload", "created_at_ms"), [
+                (first + n, "gift", subject, orjson.dumps(payload).decode(), self.now)
+                for n, (subject, payload) in enumerate(self.events)])
+
+
+_GIFT_COLUMNS: Final = ("id", "sender_id", "wallet_owner", "creator_id", "target_kind",
+                        "target_id", "catalog_gift_id", "gift_count", "coins", "diamonds",
+                        "streak_id", "created_at_ms", "matures_at_ms")
 
 
 class _GiftContext:
@@ -901,6 +948,13 @@ class _GiftContext:
         self.links: dict[str, set[tuple[str, str]]] = {}
         self.members: dict[tuple[str, str], Row] = {}
         self.spent: dict[tuple[str, str], int] = {}
+        """Coins counted by earlier plans of this batch, by (counter owner, period)."""
+        self.used: dict[tuple[str, str], int] = {}
+        """Coins counted before this batch, by (counter owner, period)."""
+        self.limits: dict[str, list[Row]] = {}
+        self._periods: dict[str, tuple[str, str]] = {}
+        self._ages: dict[str, int] = {}
+        self._account_ids: dict[AccountKey, int] = {}
         self.now = service.clock_ms()
 
     @classmethod
@@ -929,11 +983,27 @@ class _GiftContext:
         for row in lots:
             context.lots.setdefault(row["owner"], []).append(
                 LotView(row["id"], row["seq"], row["remaining"]))
+        context.load_limits(senders, plans)
         people = sorted(set(context.users))
         for row in tx.rows_in("user_links", "user_id", people):
             context.links.setdefault(row["user_id"], set()).add(
                 (row["link_kind"], row["link_value"]))
         return context
+
+    def load_limits(self, senders: Sequence[str], plans: Sequence[_GiftPlan]) -> None:
+        """Read the senders' limits and this period's counters (theirs and team budgets')."""
+        tx = self.tx
+        for row in tx.rows_in("spend_limits", "owner", senders):
+            self.limits.setdefault(row["owner"], []).append(row)
+        counter_owners = [acc.owner_of_user(s) for s in senders] + [
+            _budget_owner(p.request.team_id, p.request.sender_id) for p in plans
+            if p.request.team_id]
+        periods = sorted({period for s in senders if s in self.users
+                          for period in self.periods(self.users[s])})
+        if periods:
+            for row in tx.rows("spend_counters", {"owner in": sorted(set(counter_owners)),
+                                                  "metric": "gifted", "period in": periods}):
+                self.used[row["owner"], row["period"]] = row["amount"]
 
     def plan(self, plan: _GiftPlan) -> tuple[str, str] | None:
         """Decide one gift against the batch's state, and take its lots if it succeeds."""
@@ -982,43 +1052,66 @@ class _GiftContext:
                                          f"{sender['region']}"))
         if request.count > region.gift_count_max:
             return (codes.VALIDATION_ERROR, f"count is at most {region.gift_count_max}")
-        age = service.age(sender, self.now)
+        age = self._ages.get(sender["id"])
+        if age is None:
+            age = self._ages[sender["id"]] = service.age(sender, self.now)
         if age < region.min_age_gift:
             return (codes.UNDERAGE, f"senders must be {region.min_age_gift}+")
         if request.target_kind == "video":
-            creator_region = service.region_of(creator)
-            if not creator_region.video_gifts_allowed:
-                return (codes.VIDEO_GIFTS_NOT_ALLOWED,
-                        f"region {creator['region']} has no video gifts")
-            if creator["kyc_status"] != "verified" or service.age(
-                    creator, self.now) < creator_region.min_age_payout:
-                return (codes.CREATOR_NOT_ELIGIBLE, "the video's creator is not payout-eligible")
+            refusal = self._video(creator)
+            if refusal is not None:
+                return refusal
         if request.team_id and (request.team_id, request.sender_id) not in self.members:
             return (codes.NOT_TEAM_MEMBER, (f"{request.sender_id} is not in team "
                                            f"{request.team_id}"))
         return None
 
+    def _video(self, creator: Row) -> tuple[str, str] | None:
+        """Whether the creator's videos can take gifts: an eligible video (see the glossary)."""
+        service = self.service
+        creator_region = service.region_of(creator)
+        if not creator_region.video_gifts_allowed:
+            return (codes.VIDEO_GIFTS_NOT_ALLOWED, f"region {creator['region']} has no video gifts")
+        if creator["kyc_status"] != "verified" or service.age(
+                creator, self.now) < creator_region.min_age_payout:
+            return (codes.CREATOR_NOT_ELIGIBLE, "the video's creator is not payout-eligible")
+        return None
+
     def _limits(self, plan: _GiftPlan, sender: Row) -> tuple[str, str] | None:
         request, service = plan.request, self.service
+        day, month = self.periods(sender)
         owner = acc.owner_of_user(request.sender_id)
-        day, month = service.periods(sender)
-        spent = {day: self.spent.get((owner, day), 0), month: self.spent.get((owner, month), 0)}
-        refusal = service.limit_refusal(self.tx, sender, owner, "gifted", plan.gift_coins,
-                                        spent=spent)
+        refusal = service.check_limits(sender, "gifted", plan.gift_coins,
+                                       self.limits.get(request.sender_id, ()),
+                                       self._used(owner, day, month), (day, month))
         if refusal is not None or not request.team_id:
             return refusal
         member = self.members[request.team_id, request.sender_id]
-        budget_owner = _budget_owner(request.team_id, request.sender_id)
-        counters = {row["period"]: row["amount"] for row in self.tx.rows(
-            "spend_counters", {"owner": budget_owner, "metric": "gifted"})
-            if row["period"] in (day, month)}
+        used = self._used(_budget_owner(request.team_id, request.sender_id), day, month)
         for period, column, code in ((day, "budget_daily_coins", codes.TEAM_BUDGET_DAILY),
                                      (month, "budget_monthly_coins", codes.TEAM_BUDGET_MONTHLY)):
             budget = member[column]
-            used = counters.get(period, 0) + self.spent.get((budget_owner, period), 0)
-            if budget is not None and used + plan.gift_coins > budget:
-                return (code, f"team budget of {budget} coins: {used} used")
+            if budget is not None and used[period] + plan.gift_coins > budget:
+                return (code, f"team budget of {budget} coins: {used[period]} used")
         return None
+
+    def account_id(self, key: AccountKey) -> int:
+        """An account's id, looked up once per batch."""
+        found = self._account_ids.get(key)
+        if found is None:
+            found = self._account_ids[key] = self.service.ids((key,))[0]
+        return found
+
+    def periods(self, user: Row) -> tuple[str, str]:
+        """The user's day and month periods, computed once per batch."""
+        found = self._periods.get(user["id"])
+        if found is None:
+            found = self._periods[user["id"]] = self.service.periods(user)
+        return found
+
+    def _used(self, owner: str, day: str, month: str) -> dict[str, int]:
+        return {period: self.used.get((owner, period), 0) + self.spent.get((owner, period), 0)
+                for period in (day, month)}
 
     def _count_batch(self, plan: _GiftPlan, sender: Row) -> None:
         request = plan.request
@@ -1026,7 +1119,7 @@ class _GiftContext:
         if request.team_id:
             owners.append(_budget_owner(request.team_id, request.sender_id))
         for owner in owners:
-            for period in self.service.periods(sender):
+            for period in self.periods(sender):
                 self.spent[owner, period] = self.spent.get((owner, period), 0) + plan.gift_coins
 
     def _risk(self, plan: _GiftPlan, sender: Row, creator: Row) -> list[tuple[str, str, str]]:

@@ -330,7 +330,8 @@ class Engine:
                                       request_id, now_ms))
         ids = tuple(range(operation_id + 1, transfer_id + 1))
         if operation.respond is None and operation.effects is None:
-            applied = Applied(operation_id, ids, {}, balances=_NO_BALANCES)
+            applied = Applied(operation_id, ids, operation.response or {},
+                              balances=_NO_BALANCES)
         else:
             balances = {account_id: self.accounts[account_id].snapshot() for account_id in before}
             applied = Applied(operation_id, ids, {}, balances=balances)

@@ -184,6 +184,8 @@ class Operation:
     respond: Callable[[Applied], Mapping[str, JSONValue]] | None = field(
         default=None, compare=False)
     effects: Callable[[Applied], Sequence[Insert]] | None = field(default=None, compare=False)
+    response: Mapping[str, JSONValue] | None = field(default=None, compare=False)
+    """A response known before the operation runs (cheaper than ``respond``)."""
     refusal: tuple[str, str] | None = field(default=None, compare=False)
     """A business refusal decided by the domain (code, detail): the operation moves nothing and
     the failure is stored under its key, so that a retry gets the same answer."""

@@ -226,26 +226,34 @@ def economy_statements(dialect: str) -> tuple[str, ...]:
     return tuple(statement.format(**TYPES[dialect]) for statement in _TABLES)
 
 
-_COLUMN: Final = re.compile(r"^\s+([a-z_]+) (?:TEXT|\{int\}|\{blob\})", re.MULTILINE)
+_COLUMN: Final = re.compile(r"^\s+([a-z_]+) (TEXT|\{int\}|\{blob\})", re.MULTILINE)
+_PG_TYPES: Final = {"TEXT": "text", "{int}": "bigint", "{blob}": "bytea"}
 _TABLE: Final = re.compile(r"CREATE TABLE ([a-z_]+)")
 _PRIMARY: Final = re.compile(r"PRIMARY KEY \(([a-z_, ]+)\)")
 
 
-def _catalogue() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
-    """Each table's columns and primary key, read from the statements above (one source)."""
+def _catalogue() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]],
+                          dict[str, dict[str, str]]]:
+    """Each table's columns, primary key and PostgreSQL column types.
+
+    They are read from the statements above, so the schema stays the one source.
+    """
     columns: dict[str, tuple[str, ...]] = {}
     keys: dict[str, tuple[str, ...]] = {}
+    types: dict[str, dict[str, str]] = {}
     for statement in _TABLES:
         table = _TABLE.match(statement)
         if table is None:
             continue
         name = table.group(1)
-        columns[name] = tuple(_COLUMN.findall(statement))
+        found = _COLUMN.findall(statement)
+        columns[name] = tuple(column for column, _ in found)
+        types[name] = {column: _PG_TYPES[kind] for column, kind in found}
         composite = _PRIMARY.search(statement)
         keys[name] = (tuple(c.strip() for c in composite.group(1).split(","))
                       if composite else (columns[name][0],))
-    return columns, keys
+    return columns, keys, types
 
 
-COLUMNS, KEYS = _catalogue()
-"""Every economy table's columns, and its primary key columns."""
+COLUMNS, KEYS, PG_TYPES = _catalogue()
+"""Every economy table's columns, its primary key columns, and their PostgreSQL types."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
-from giftflow.adapters.sql.economy_schema import COLUMNS, KEYS
+from giftflow.adapters.sql.economy_schema import COLUMNS, KEYS, PG_TYPES
 from giftflow.adapters.sql.unit_of_work import SqlUnitOfWork, account_from_row
 from giftflow.economy.ports import KeyState, Row
 from giftflow.invariants import invariant
@@ -29,6 +29,12 @@ def _columns(table: str) -> tuple[str, ...]:
     columns = COLUMNS.get(table)
     invariant(columns is not None, f"unknown table {table!r}")
     return columns  # type: ignore[return-value]
+
+
+def _arrays(table: str, columns: Sequence[str]) -> str:
+    """``?::type[], …``: one array parameter per column, for PostgreSQL's ``unnest``."""
+    types = PG_TYPES[table]
+    return ", ".join(f"?::{types[column]}[]" for column in columns)
 
 
 def where_clause(table: str, where: Mapping[str, Any]) -> tuple[str, list[Any]]:
@@ -168,6 +174,48 @@ class SqlEconomyTx:
     def next_ids(self, count: int) -> int:
         """Reserve ``count`` consecutive time-ordered ids and return the first."""
         return self.uow.db.next_ids(count)
+
+    def insert_many(self, table: str, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """Stage many new rows of the same columns (one statement for all of them)."""
+        known = _columns(table)
+        invariant(all(column in known for column in columns), f"unknown column in {table}")
+        if rows:
+            dialect = self.uow.db.dialect
+            bulk = (f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM "
+                    f"unnest({_arrays(table, columns)})")
+            self.uow.stage(dialect.row_steps(dialect.insert(table, columns), rows, bulk))
+
+    def add_many(self, table: str, key_columns: Sequence[str], delta_columns: Sequence[str],
+                 rows: Sequence[Sequence[Any]], *, upsert: bool = False) -> None:
+        """Stage ``column = column + delta`` for many rows; each row is its deltas, then its key.
+
+        With ``upsert`` a missing row is inserted with the deltas as its values.
+        """
+        known = _columns(table)
+        invariant(all(c in known for c in (*key_columns, *delta_columns)),
+                  f"unknown column in {table}")
+        if not rows:
+            return
+        if upsert:
+            invariant(tuple(key_columns) == KEYS[table], f"upsert on {table} needs its key")
+            columns = [*delta_columns, *key_columns]
+            updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in delta_columns)
+            conflict = f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {updates}"
+            sql = (f"INSERT INTO {table} ({', '.join(columns)}) "
+                   f"VALUES ({', '.join('?' * len(columns))}) {conflict}")
+            bulk = (f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM "
+                    f"unnest({_arrays(table, columns)}) {conflict}")
+        else:
+            columns = [*delta_columns, *key_columns]
+            assignments = ", ".join(f"{c} = {c} + ?" for c in delta_columns)
+            clause = " AND ".join(f"{c} = ?" for c in key_columns)
+            sql = f"UPDATE {table} SET {assignments} WHERE {clause}"
+            bulk = (f"UPDATE {table} AS t SET "
+                    f"{', '.join(f'{c} = t.{c} + v.{c}' for c in delta_columns)} "
+                    f"FROM unnest({_arrays(table, columns)}) AS v({', '.join(columns)}) "
+                    f"WHERE {' AND '.join(f't.{c} = v.{c}' for c in key_columns)}")
+        self.uow.stage(self.uow.db.dialect.row_steps(sql, rows, bulk))
 
     def key_states(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], KeyState]:
         """Load idempotency keys before planning their operations."""
