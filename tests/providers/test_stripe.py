@@ -470,11 +470,13 @@ def test_status_of_an_unknown_transfer_id_is_not_found(payouts):
     assert isinstance(missing, ProviderFailure) and missing.code == "not_found"
 
 
-def test_wrong_api_key_is_rejected_and_pays_nothing(server):
-    """A wrong API key gets Stripe's 401: rejected, and no transfer exists."""
+def test_wrong_api_key_is_unavailable_and_pays_nothing(server):
+    """A wrong API key gets Stripe's 401: unavailable (a configuration fault to retry once it is
+    fixed, never a reason to void the payout), and no transfer exists.
+    """
     payouts = StripeConnectPayouts("sk_test_wrong", base_url=server.url, timeout_s=2.0)
     failure = payouts.submit(payout())
-    assert isinstance(failure, ProviderFailure) and failure.code == "rejected"
+    assert isinstance(failure, ProviderFailure) and failure.code == "unavailable"
     assert "AuthenticationError" in failure.detail
     assert server.transfers == []
 

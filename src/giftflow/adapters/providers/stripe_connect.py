@@ -12,9 +12,11 @@ A transfer to a connected account moves the money at once, so a created transfer
 a fully reversed one is ``REVERSED`` (a partial reversal stays ``SUCCESS`` with a detail).
 
 Errors become :class:`ProviderFailure` values. ``unavailable`` (the payout may or may not exist):
-connection errors and timeouts, 5xx, rate limits, unknown errors, and an idempotency conflict (the
-key was already used with other parameters, so something exists under it; ``status`` tells what).
-``rejected`` (nothing was paid): invalid requests, a wrong API key, missing permissions.
+connection errors and timeouts, 5xx, rate limits, unknown errors, an idempotency conflict (the
+key was already used with other parameters, so something exists under it; ``status`` tells what),
+and a wrong API key or missing permissions: an operator's configuration fault, retried once it is
+fixed, which must never void a creator's payout (the PayPal adapter treats bad credentials alike).
+``rejected`` (nothing was paid): invalid requests such as an unknown destination.
 ``not_found``: HTTP 404.
 """
 
@@ -131,8 +133,8 @@ def _failure(error: stripe.StripeError) -> ProviderFailure:
         return ProviderFailure("unavailable", detail)
     if error.http_status == HTTP_NOT_FOUND:
         return ProviderFailure("not_found", detail)
-    if isinstance(
-        error, stripe.InvalidRequestError | stripe.AuthenticationError | stripe.PermissionError
-    ):
+    if isinstance(error, stripe.AuthenticationError | stripe.PermissionError):
+        return ProviderFailure("unavailable", detail)
+    if isinstance(error, stripe.InvalidRequestError):
         return ProviderFailure("rejected", detail)
     return ProviderFailure("unavailable", detail)
