@@ -106,13 +106,15 @@ class _Reversal:
     # -- what each notification takes back -----------------------------------------------------
 
     def _refund(self) -> list[TransferRequest]:
-        order, price = self.order, self.order["price_minor"]
-        refunded = min(self.event.amount_minor, price)
+        order, price, lot = self.order, self.order["price_minor"], self.lot
+        # Money a chargeback already took back cannot be refunded again.
+        refunded = min(self.event.amount_minor, price - order["disputed_minor"])
         before = order["refunded_minor"]
         if refunded <= before:
-            self.response = {"coins": 0, "note": "no more than already refunded"}
+            self.response = {"coins": 0, "note": "nothing more to refund"}
             return []
-        coins = order["coins"] * refunded // price - order["coins"] * before // price
+        coins = min(order["coins"] * refunded // price - order["coins"] * before // price,
+                    lot["coins"] - lot["reversed_coins"])
         self.stages.append(("orders", {"refunded_minor": refunded}))
         return self._reverse("refund", coins, refunded - before)
 
@@ -160,6 +162,7 @@ class _Reversal:
             plan = plan_from(stored)
             legs += self._legs(plan, stored, forward=False)
             self.stages.append(("restore", row["id"], stored))
+        self.stages.append(("orders", {"disputed_minor": 0}))
         self.response = {"restored": len(rows)}
         return legs
 
@@ -184,7 +187,9 @@ class _Reversal:
                              - gifts[row["gift_id"]]["reversed_diamonds"],
                              bool(gifts[row["gift_id"]]["released"]))
                   for row in rows if row["coins"] > row["reversed_coins"]]
-        pieces.sort(key=lambda p: gifts[p.gift_id]["created_at_ms"], reverse=True)
+        # Newest first; gifts of one batch share a timestamp, so the id breaks ties the same way
+        # on every store.
+        pieces.sort(key=lambda p: (gifts[p.gift_id]["created_at_ms"], p.gift_id), reverse=True)
         return pieces
 
     # -- legs -------------------------------------------------------------------------------------
