@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+from economy_env import EconomyEnv
 
 from giftflow.economy import accounts as acc
 from giftflow.economy.admin import (
@@ -13,8 +14,6 @@ from giftflow.economy.admin import (
     reject_adjustment,
 )
 from giftflow.ledger import Applied, Failure
-
-from .conftest import EconomyEnv
 
 
 def _topics(env: EconomyEnv) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from economy_env import EconomyEnv
+
 from giftflow.economy import accounts as acc
 from giftflow.economy.reports import (
     Difference,
@@ -11,12 +13,12 @@ from giftflow.economy.reports import (
     creator_statement,
     format_minor,
     liability_report,
+    list_receipts,
     reconcile,
+    render_receipt,
     render_statement,
 )
 from giftflow.ledger import Applied, Failure
-
-from .conftest import EconomyEnv
 
 
 def _paid_creator_month(env: EconomyEnv) -> str:
@@ -195,3 +197,33 @@ def test_reconcile_checks_paid_payouts(env: EconomyEnv) -> None:
     cash = env.service.ledger.account(env.service.ids([acc.cash("USD")])[0])
     assert cash is not None and cash.posted == liability_report(env.service)[
         "USD"].cash_held_minor
+
+
+def test_a_buyer_lists_and_downloads_their_receipts(env: EconomyEnv) -> None:
+    """Every purchase yields a receipt: the buyer lists them newest first, a page at a time,
+    and downloads one as a document with number, date, pack, coins, price, tax, channel and
+    payment reference; another user cannot download it.
+    """
+    env.viewer("fan")
+    env.viewer("other")
+    for pack in ("web-70", "web-350", "web-700"):
+        assert env.buy("fan", pack).ok
+        env.clock.advance(ms=1_000)
+    first = list_receipts(env.service, "fan", limit=2)
+    assert [r["pack_id"] for r in first.receipts] == ["web-700", "web-350"]
+    assert first.next_cursor is not None
+    second = list_receipts(env.service, "fan", before_ms=first.next_cursor, limit=2)
+    assert [r["pack_id"] for r in second.receipts] == ["web-70"]
+    assert second.next_cursor is None
+    newest = first.receipts[0]
+    document = render_receipt(env.service, "fan", newest["number"])
+    assert isinstance(document, str)
+    assert f"giftflow receipt {newest['number']}" in document
+    assert "pack:     web-700 (700 coins)" in document
+    assert "price:    7.49 USD (tax included)" in document
+    assert "tax:      0.00 USD" in document
+    assert "channel:  web via simulator" in document
+    assert f"payment:  {newest['payment_ref']}" in document
+    refused = render_receipt(env.service, "other", newest["number"])
+    assert isinstance(refused, Failure)
+    assert refused.code == "not_found"

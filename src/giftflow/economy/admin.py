@@ -31,8 +31,7 @@ ADMIN_ID_CHARS_MAX: Final = 128
 ADJUSTMENT_SCOPE: Final = "admin:adjustments"
 """The idempotency scope of applied adjustments (the key is the adjustment's id)."""
 
-ADJUSTMENT_NOT_PROPOSED: Final = "adjustment_not_proposed"
-"""The adjustment was applied or rejected already."""
+ADJUSTMENT_NOT_PROPOSED: Final = codes.ADJUSTMENT_NOT_PROPOSED
 
 ADJUSTMENT_LOTS_MAX: Final = 10_000
 """Unspent lots a coin-wallet debit reads."""

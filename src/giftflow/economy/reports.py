@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from giftflow.economy import accounts as acc
@@ -34,8 +34,7 @@ HISTORY_ENTRIES_MAX: Final = 1_000_000
 IN_VALUES_MAX: Final = 500
 """Values of one ``in`` condition."""
 
-REPORT_TOO_LARGE: Final = "report_too_large"
-"""A statement would walk more ledger history than :data:`HISTORY_ENTRIES_MAX`."""
+REPORT_TOO_LARGE: Final = codes.REPORT_TOO_LARGE
 
 DEFAULT_CASH_SCALE: Final = 2
 """The scale of a currency whose ledger is unknown to the statement."""
@@ -491,3 +490,57 @@ def _records(service: EconomyService, provider: str, since_ms: int | None, until
         records["payout", payout["provider_ref"] or payout["id"]] = (payout["cash_minor"],
                                                                      payout["currency"])
     return records
+
+
+# -- receipts -------------------------------------------------------------------------------------
+
+RECEIPTS_PAGE_MAX: Final = 100
+"""The most receipts one listing page returns."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptPage:
+    """A page of a buyer's receipts, newest first, and the cursor of the next page."""
+
+    receipts: tuple[Row, ...]
+    next_cursor: int | None
+
+
+def list_receipts(service: EconomyService, buyer_id: str, *, before_ms: int | None = None,
+                  limit: int = RECEIPTS_PAGE_MAX) -> ReceiptPage:
+    """The buyer's receipts issued before ``before_ms`` (the previous page's cursor)."""
+    limit = max(1, min(limit, RECEIPTS_PAGE_MAX))
+    where: dict[str, Any] = {"buyer_id": buyer_id}
+    if before_ms is not None:
+        where["issued_at_ms <"] = before_ms
+    rows = service.store.read("receipts", where, order_by=("issued_at_ms DESC", "number"),
+                              limit=limit + 1)
+    page = tuple(rows[:limit])
+    return ReceiptPage(page, page[-1]["issued_at_ms"] if len(rows) > limit else None)
+
+
+def render_receipt(service: EconomyService, buyer_id: str, number: str) -> str | Failure:
+    """The receipt ``number`` as a plain-text document, for its buyer only.
+
+    It carries what SPEC.md §2.1 lists: number, date, pack, coins, price, tax, channel and the
+    payment reference; amounts are written exactly from their integers.
+    """
+    rows = service.store.read("receipts", {"number": number, "buyer_id": buyer_id})
+    if not rows:
+        return Failure(codes.NOT_FOUND, f"no receipt {number} for {buyer_id}")
+    receipt = rows[0]
+    scale = _cash_scales(service).get(receipt["currency"], DEFAULT_CASH_SCALE)
+    issued = datetime.fromtimestamp(receipt["issued_at_ms"] // 1000, tz=UTC)
+    currency = receipt["currency"]
+    lines = [
+        f"giftflow receipt {receipt['number']}",
+        f"date:     {issued:%Y-%m-%d %H:%M} UTC",
+        f"buyer:    {receipt['buyer_id']}",
+        f"pack:     {receipt['pack_id']} ({receipt['coins']} coins)",
+        f"price:    {format_minor(receipt['price_minor'], scale)} {currency} (tax included)",
+        f"tax:      {format_minor(receipt['tax_minor'], scale)} {currency}",
+        f"channel:  {receipt['channel']} via {receipt['provider']}",
+        f"payment:  {receipt['payment_ref']}",
+        f"order:    {receipt['order_id']}",
+    ]
+    return "\n".join(lines) + "\n"

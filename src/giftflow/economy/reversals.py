@@ -28,8 +28,7 @@ from giftflow.ledger import Applied, Failure, Operation, Result, TransferRequest
 if TYPE_CHECKING:
     from giftflow.economy.service import EconomyService
 
-WAITING_FOR_PURCHASE: Final = "waiting_for_purchase"
-"""A refund or dispute arrived before its purchase; it runs when the purchase is credited."""
+WAITING_FOR_PURCHASE: Final = codes.WAITING_FOR_PURCHASE
 
 
 def handle_reversal_event(service: EconomyService, event: PaymentEvent) -> Result:
