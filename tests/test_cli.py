@@ -39,6 +39,7 @@ class Target:
     options: list[str]
     cwd: Path
     execute: Callable[[str], list[tuple[Any, ...]]]
+    url: str
 
     def run(self, *args: str, columns: int | None = 400) -> subprocess.CompletedProcess[str]:
         """Run ``giftflow ARGS`` against this database (wide output unless told otherwise)."""
@@ -72,12 +73,13 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     data_dir = tmp_path / "data"
     if request.param == "sqlite":
         yield Target("sqlite", ["--data-dir", str(data_dir)], tmp_path,
-                     sqlite_executor(data_dir / "giftflow.sqlite3"))
+                     sqlite_executor(data_dir / "giftflow.sqlite3"),
+                     f"sqlite:///{data_dir / 'giftflow.sqlite3'}")
         return
     schema = PostgresSchema()
     try:
         yield Target("postgresql", ["--data-dir", str(data_dir), "--db", schema.url], tmp_path,
-                     postgres_executor(schema.url))
+                     postgres_executor(schema.url), schema.url)
     finally:
         schema.drop()
 
@@ -253,3 +255,78 @@ def test_verify_reports_an_operation_whose_transfers_are_missing(target: Target)
     result = target.run("ledger", "verify")
     assert result.returncode == 1, result.stdout
     assert f"operation {operation_id} recorded 2 transfers but 0 exist" in result.stdout
+
+
+# -- the economy's commands -----------------------------------------------------------------------
+
+
+def test_economy_check_lists_the_packaged_file_and_names_a_bad_key(tmp_path: Path) -> None:
+    """``giftflow economy check`` lists the packaged regions; a file with a float rate fails in
+    one line that names the key, with exit code 2.
+    """
+    good = subprocess.run([sys.executable, "-m", "giftflow", "economy", "check"],
+                          capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+                          env=clean_env(COLUMNS="200"))
+    assert good.returncode == 0, good.stderr
+    assert "economy file is valid" in good.stdout
+    assert "USD" in good.stdout
+    assert "EUR" in good.stdout
+    bad = tmp_path / "economy.toml"
+    packaged = Path(__file__).resolve().parents[1] / "src/giftflow/economy/default_economy.toml"
+    bad.write_text(packaged.read_text().replace("creator_share_bps = 5000",
+                                                "creator_share_bps = 50.5", 1))
+    refused = subprocess.run([sys.executable, "-m", "giftflow", "economy", "check", str(bad)],
+                             capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+                             env=clean_env())
+    assert refused.returncode == 2
+    assert "regions.US.creator_share_bps" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in refused.stderr
+
+
+def test_economy_release_liability_and_payouts_run(target: Target) -> None:
+    """The daily jobs run from the command line: ``economy release`` moves matured diamonds
+    (350 diamonds of a 700-coin gift, 3,500,000 minor units), ``economy liability`` prints the
+    covered liability per currency, and ``payouts run`` reports nothing due.
+    """
+    from datetime import date  # noqa: PLC0415
+
+    from giftflow.adapters.sql.store import SqlStore  # noqa: PLC0415
+    from giftflow.economy import load_catalog, load_economy  # noqa: PLC0415
+    from giftflow.economy.service import EconomyOptions, EconomyService, GiftRequest  # noqa: PLC0415
+    from giftflow.economy.twofactor import SeedCipher  # noqa: PLC0415
+    from giftflow.ledger import Applied, Ledger  # noqa: PLC0415
+
+    store = SqlStore(target.url)
+    try:
+        service = EconomyService(store, Ledger(store), load_economy(), load_catalog(),
+                                 cipher=SeedCipher(SeedCipher.generate_key()),
+                                 options=EconomyOptions(demo_mode=True),
+                                 clock_ms=lambda: 1_767_225_600_000)  # 2026-01-01
+        service.register_user("fan", region="US", time_zone="UTC", birth_date=date(1990, 1, 1))
+        service.register_user("star", region="US", time_zone="UTC",
+                              birth_date=date(1990, 1, 1), is_creator=True)
+        order = service.create_order("fan", "web", "web-700", "simulator", "o1")
+        assert isinstance(order, Applied)
+        assert service.simulate_payment(order.response["order_id"]).ok
+        assert service.send_gift(GiftRequest("fan", "star", 5585, 7, "live", "g1")).ok
+    finally:
+        store.close()
+    early = target.run("economy", "release", "--date", "2026-01-03")
+    assert early.returncode == 0, early.stderr
+    assert "released diamonds of 0 creator(s)" in early.stdout
+    released = target.run("economy", "release", "--date", "2026-01-08")
+    assert released.returncode == 0, released.stderr
+    assert "released diamonds of 1 creator(s): 3500000 DIAMOND minor units" in released.stdout
+    again = target.run("economy", "release", "--date", "2026-01-08")
+    assert "released diamonds of 0 creator(s)" in again.stdout
+    liability = target.run("economy", "liability")
+    assert liability.returncode == 0, liability.stderr
+    assert "USD" in liability.stdout
+    assert "yes" in liability.stdout
+    payouts = target.run("payouts", "run")
+    assert payouts.returncode == 0, payouts.stderr
+    assert "payouts handled: none due" in payouts.stdout
+    bad_date = target.run("economy", "release", "--date", "Jan 8")
+    assert bad_date.returncode == 2
+    assert "--date must be YYYY-MM-DD" in bad_date.stderr

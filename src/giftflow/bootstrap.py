@@ -6,7 +6,9 @@ import base64
 import gc
 import os
 
+from giftflow.adapters.providers.paypal import PayPalPayouts
 from giftflow.adapters.providers.simulator import SimulatorPayouts
+from giftflow.adapters.providers.stripe_connect import StripeConnectPayouts
 from giftflow.adapters.sql.store import SqlStore, StoreOptions
 from giftflow.economy import load_catalog, load_economy
 from giftflow.economy.payouts import Payouts
@@ -99,6 +101,13 @@ def build_economy(settings: Settings, store: SqlStore | None = None,
         options=EconomyOptions(demo_mode=demo,
                                conflict_retries_max=settings.conflict_retries_max))
     methods: dict[str, PayoutProvider] = dict(providers or {})
+    if settings.paypal_base_url and settings.paypal_client_id and settings.paypal_client_secret:
+        methods.setdefault("paypal", PayPalPayouts(
+            base_url=settings.paypal_base_url, client_id=settings.paypal_client_id,
+            client_secret=settings.paypal_client_secret))
+    if settings.stripe_api_key:
+        methods.setdefault("bank", StripeConnectPayouts(settings.stripe_api_key,
+                                                        base_url=settings.stripe_api_base))
     if demo:
         methods.setdefault("simulator", SimulatorPayouts())
     return service, Payouts(service, methods)

@@ -22,7 +22,12 @@ ledger_app = typer.Typer(help="Inspect and check the ledger.", no_args_is_help=T
 bench_app = typer.Typer(help="Benchmarks, each against a bare-SQL baseline from the same run. "
                              "Without a subcommand, runs them all with their defaults.",
                         invoke_without_command=True)
+economy_app = typer.Typer(help="Run the economy's daily jobs and reports.", no_args_is_help=True)
+payouts_app = typer.Typer(help="Send payouts to providers and settle them.",
+                          no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(economy_app, name="economy")
+app.add_typer(payouts_app, name="payouts")
 app.add_typer(bench_app, name="bench")
 
 out = Console()
@@ -96,6 +101,98 @@ def ledger_verify(data_dir: DataDir = None, db: DatabaseUrl = None) -> None:
         out.print("[red]ledger verify: FAILED[/]")
         raise typer.Exit(1)
     out.print("[green]ledger verify: every invariant holds[/]")
+
+
+@economy_app.command("check")
+def economy_check(file: Annotated[Path | None, typer.Argument(
+        help="An economy TOML file (default: the packaged one).")] = None) -> None:
+    """Validate an economy file against the catalog and list its regions and packs."""
+    from giftflow.economy import EconomyFileError, load_catalog, load_economy  # noqa: PLC0415
+
+    try:
+        economy = load_economy(file, catalog=load_catalog())
+    except EconomyFileError as error:
+        raise CliError(" ".join(str(error).split())) from error
+    table = Table(title=f"economy file {file or '(packaged default)'}: the deployment's own rates")
+    for column in ("region", "currency", "creator share", "hold", "payout min / day max",
+                   "packs (web / ios / android)", "refunds"):
+        table.add_column(column)
+    for code, region in economy.regions.items():
+        packs = " / ".join(str(len(region.packs.for_channel(c))) for c in ("web", "ios", "android"))
+        table.add_row(code, region.currency, f"{region.creator_share_bps} bps",
+                      f"{region.hold_days} days",
+                      f"{region.payout_min_minor} / {region.payout_daily_max_minor} minor",
+                      packs, region.refund_policy)
+    out.print(table)
+    out.print("[green]economy file is valid[/]")
+
+
+@economy_app.command("release")
+def economy_release(
+    day: Annotated[str, typer.Option("--date", help="The day to release up to, YYYY-MM-DD "
+                                                     "(in each creator's time zone).")],
+    data_dir: DataDir = None, db: DatabaseUrl = None,
+) -> None:
+    """Move every creator's diamonds that matured by the end of DATE from held to available."""
+    from datetime import date  # noqa: PLC0415
+
+    from giftflow.bootstrap import build_economy  # noqa: PLC0415
+
+    try:
+        when = date.fromisoformat(day)
+    except ValueError as error:
+        raise CliError(f"--date must be YYYY-MM-DD, not {day!r}") from error
+    settings = load_settings(data_dir, db)
+    service, _ = build_economy(settings)
+    try:
+        with err.status(f"releasing diamonds matured by {when}…"):
+            released = service.release_all(when)
+    finally:
+        service.ledger.store.close()
+    out.print(f"released diamonds of {len(released)} creator(s): "
+              f"{sum(released.values())} DIAMOND minor units")
+
+
+@economy_app.command("liability")
+def economy_liability(data_dir: DataDir = None, db: DatabaseUrl = None) -> None:
+    """Unspent coins and unpaid diamonds at cash value per currency, against the cash held."""
+    from giftflow.bootstrap import build_economy  # noqa: PLC0415
+    from giftflow.economy.reports import format_minor, liability_report  # noqa: PLC0415
+
+    service, _ = build_economy(load_settings(data_dir, db))
+    try:
+        with err.status("reading lots and balances…"):
+            report = liability_report(service)
+    finally:
+        service.ledger.store.close()
+    table = Table(title="liability report (minor units shown as decimals)")
+    for column in ("currency", "unspent coins", "their cash value", "unpaid diamonds value",
+                   "total", "cash held", "covered"):
+        table.add_column(column, justify="right")
+    for currency, row in sorted(report.items()):
+        table.add_row(currency, f"{row.unspent_coins:,}", format_minor(row.unspent_coins_minor, 2),
+                      format_minor(row.unpaid_diamonds_minor, 2),
+                      format_minor(row.total_minor, 2), format_minor(row.cash_held_minor, 2),
+                      "[green]yes[/]" if row.covered else "[red]NO[/]")
+    out.print(table)
+
+
+@payouts_app.command("run")
+def payouts_run(data_dir: DataDir = None, db: DatabaseUrl = None) -> None:
+    """Submit requested payouts to their providers, then ask about those in flight."""
+    from giftflow.bootstrap import build_economy  # noqa: PLC0415
+
+    service, payouts = build_economy(load_settings(data_dir, db))
+    try:
+        with err.status("submitting and polling payouts…"):
+            rows = payouts.process() + payouts.poll()
+    finally:
+        service.ledger.store.close()
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none due"
+    out.print(f"payouts handled: {summary}")
 
 
 @app.command()

@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     """The economy TOML; default: the packaged illustrative rates."""
     catalog_file: Path | None = None
     """The gift catalog JSON; default: the packaged real catalog."""
+    paypal_base_url: str | None = None
+    """PayPal's API (``https://api-m.paypal.com``); with the client id and secret it enables
+    the ``paypal`` payout method."""
+    paypal_client_id: str | None = None
+    paypal_client_secret: str | None = None
+    stripe_api_key: str | None = None
+    """A Stripe secret key: enables the ``bank`` payout method (Stripe Connect transfers)."""
+    stripe_api_base: str | None = None
+    """Another Stripe API address (a local server in tests); default: Stripe's own."""
     totp_key: str | None = None
     """Base64 of the 32-byte key that encrypts TOTP seeds; default: a key file in
     ``data_dir`` made on first use (mode 0600)."""

@@ -796,6 +796,27 @@ class EconomyService:
             if not (isinstance(result, Applied) and result.response.get("more")):
                 return results
 
+    def release_all(self, day: date, *, creators_page_max: int = 500) -> dict[str, int]:
+        """The daily release for every creator (:meth:`release_matured` each), page by page.
+
+        Returns the diamond minor units this call released per creator (a day released before
+        replays and counts nothing).
+        """
+        released: dict[str, int] = {}
+        last = ""
+        while True:
+            page = self.store.read("users", {"is_creator": 1, "id >": last}, order_by=("id",),
+                                   limit=creators_page_max)
+            for creator in page:
+                total = sum(int(r.response.get("released", 0)) for r in
+                            self.release_matured(creator["id"], day)
+                            if isinstance(r, Applied) and not r.replayed)
+                if total:
+                    released[creator["id"]] = total
+            if len(page) < creators_page_max:
+                return released
+            last = page[-1]["id"]
+
     def _release_page(self, tx: EconomyTx, *, creator_id: str, day: date, page: int) -> Result:
         from giftflow.economy.periods import end_of_day_ms  # noqa: PLC0415
 
