@@ -40,6 +40,11 @@ DatabaseUrl = Annotated[str | None, typer.Option(
     help="Database URL: sqlite:///FILE or postgresql://… (default: SQLite in the data dir).")]
 
 
+BenchPostgresUrl = Annotated[str | None, typer.Option(
+    "--postgres-url", envvar="GIFTFLOW_BENCH_POSTGRES_URL",
+    help="PostgreSQL to measure (default postgresql://postgres@127.0.0.1:5432/test); "
+         "'none' skips it.")]
+
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 
@@ -221,10 +226,7 @@ def bench_ledger(
                                             help="Gift operations per measurement.")] = 20_000,
     single_operations: Annotated[int, typer.Option(
         min=50, max=200_000, help="Operations for the one-per-commit measurements.")] = 3_000,
-    postgres_url: Annotated[str | None, typer.Option(
-        "--postgres-url", envvar="GIFTFLOW_BENCH_POSTGRES_URL",
-        help="PostgreSQL to measure (default postgresql://postgres@127.0.0.1:5432/test); "
-             "'none' skips it.")] = None,
+    postgres_url: BenchPostgresUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """Gift-shaped operations on a hot creator: giftflow vs bare SQL, per store and mode."""
@@ -241,10 +243,7 @@ def bench_economy(
                                        help="Gifts per measurement.")] = 10_000,
     batch: Annotated[int, typer.Option(min=1, max=1_000, help="Gifts per transaction.")] = 500,
     repeats: Annotated[int, typer.Option(min=1, max=20, help="Pairs of runs.")] = 3,
-    postgres_url: Annotated[str | None, typer.Option(
-        "--postgres-url", envvar="GIFTFLOW_BENCH_POSTGRES_URL",
-        help="PostgreSQL to measure (default postgresql://postgres@127.0.0.1:5432/test); "
-             "'none' skips it.")] = None,
+    postgres_url: BenchPostgresUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """End-to-end send_gift through the economy vs the ledger's group commit, per store."""

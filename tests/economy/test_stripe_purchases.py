@@ -8,46 +8,22 @@ over SQLite and PostgreSQL. Assertions read the wallet, the receipt row and the 
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import pytest
-import stripe
+from stripe_events import OTHER_SECRET, SECRET, event_body, sign
 
 from giftflow.adapters.providers.stripe_payments import StripeWebhooks, WebhookRejected
 from giftflow.economy import accounts as acc
 from giftflow.economy.providers import PaymentEvent, PaymentEventKind
 from giftflow.ledger import Applied, Failure
 
-SECRET = "whsec_giftflow_purchases"  # noqa: S105 (a test signing secret)
-OTHER_SECRET = "whsec_some_other_endpoint"  # noqa: S105 (a test signing secret)
-
 PRICE_MINOR = 749
 """The US web-700 pack's price (default economy)."""
 COINS = 700
 CARD_FEE_MINOR = 30 + 22
 """US card fee: 30 fixed + ceil(749 × 2.9 %) = 30 + 22."""
-
-
-def sign(payload: bytes, secret: str = SECRET, timestamp: int | None = None) -> str:
-    """The ``Stripe-Signature`` header Stripe would send for this body."""
-    return stripe.WebhookSignature.generate_signature_header(
-        payload.decode(), secret, timestamp=timestamp
-    )
-
-
-def event_body(event_type: str, obj: dict[str, Any], event_id: str) -> bytes:
-    """A Stripe v1 event document around ``obj``."""
-    return json.dumps({
-        "id": event_id,
-        "object": "event",
-        "api_version": "2024-06-20",
-        "created": int(time.time()),
-        "livemode": False,
-        "type": event_type,
-        "data": {"object": obj},
-    }).encode()
 
 
 def succeeded(order_id: str, intent_id: str, event_id: str, **changes: Any) -> bytes:

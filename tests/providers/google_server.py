@@ -26,9 +26,10 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from local_server import LocalServer
 
 ACCESS_TOKEN_DEFAULT = "ya29.giftflow-test-token"  # noqa: S105 - a test fixture's credential
 _PURCHASE_PATH = re.compile(
@@ -95,7 +96,7 @@ class _State:
     failures: list[int] = field(default_factory=list)
 
 
-class GooglePlayServer:
+class GooglePlayServer(LocalServer):
     """The server, run in a thread on 127.0.0.1; use it as a context manager."""
 
     def __init__(self, access_token: str = ACCESS_TOKEN_DEFAULT) -> None:
@@ -108,12 +109,13 @@ class GooglePlayServer:
         self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,),
                                         daemon=True)
 
-    def __enter__(self) -> Self:
+    def start(self) -> Self:
+        """Serve in a background thread."""
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def stop(self) -> None:
+        """Stop serving."""
         self._http.shutdown()
         self._http.server_close()
 

@@ -34,9 +34,10 @@ import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Literal, Self
 from urllib.parse import parse_qsl, urlsplit
+
+from local_server import LocalServer
 
 CLIENT_ID_DEFAULT = "giftflow-client"
 CLIENT_SECRET_DEFAULT = "giftflow-secret"  # noqa: S105 - a test fixture's credential
@@ -59,6 +60,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 Endpoint = Literal["any", "token", "create", "get"]
 _BATCH_PATH = re.compile(r"^/v1/payments/payouts/(?P<id>[^/]+)$")
 _ID_ALPHABET = string.ascii_uppercase + string.digits
+
 
 
 def _new_id() -> str:
@@ -120,7 +122,7 @@ class _Fault:
     pad_bytes: int = 0
 
 
-class PayPalServer:
+class PayPalServer(LocalServer):
     """The server; use as a context manager, or call :meth:`start` and :meth:`stop`."""
 
     def __init__(
@@ -170,16 +172,6 @@ class PayPalServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:

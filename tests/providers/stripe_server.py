@@ -32,9 +32,10 @@ import uuid
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
+
+from local_server import LocalServer
 
 API_KEY_DEFAULT = "sk_test_giftflow_local"
 CURRENCIES = frozenset({"usd", "eur", "gbp", "cad", "aud", "jpy", "chf", "sek", "nok", "dkk"})
@@ -49,6 +50,7 @@ _TRANSFER_PATH = re.compile(r"^/v1/transfers/(?P<id>[^/]+)$")
 _REVERSALS_PATH = re.compile(r"^/v1/transfers/(?P<id>[^/]+)/reversals$")
 
 Params = dict[str, Any]
+
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def _metadata(params: Params) -> dict[str, str]:
     return dict(metadata)
 
 
-class StripeServer:
+class StripeServer(LocalServer):
     """The server; start it with ``with StripeServer() as server:`` (or :meth:`start`).
 
     ``accounts`` are the connected accounts (``acct_…``) that transfers may go to.
@@ -193,16 +195,6 @@ class StripeServer:
         self._http.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # Test controls and records.
 

@@ -53,6 +53,7 @@ from urllib.parse import quote
 
 import httpx
 
+from giftflow.adapters.providers._http import parse_json
 from giftflow.economy.providers import PaymentEvent, PaymentEventKind, ProviderFailure
 
 PROVIDER: Final = "google"
@@ -321,7 +322,7 @@ class GooglePlayPurchases:
             return ProviderFailure("unavailable", f"no answer: timed out after {self._timeout_s} s")
         except httpx.RequestError as error:
             return ProviderFailure("unavailable", _clip(f"no answer: {type(error).__name__}"))
-        parsed = _parse_json(bytes(body))
+        parsed = parse_json(bytes(body))
         if status_code == _HTTP_OK and parsed is None and body.strip():
             return ProviderFailure("unavailable", "no answer: the body is not JSON")
         return _Reply(status_code, parsed)
@@ -378,14 +379,6 @@ def _describe(reply: _Reply) -> str:
 def _clip(text: str) -> str:
     return text if len(text) <= DETAIL_CHARS_MAX else text[: DETAIL_CHARS_MAX - 1] + "…"
 
-
-def _parse_json(body: bytes) -> object:
-    if not body.strip():
-        return None
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        return None
 
 
 def _voided_page(

@@ -67,6 +67,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from giftflow.adapters.providers._http import parse_json
 from giftflow.economy.providers import (
     PayoutRequest,
     PayoutState,
@@ -485,17 +486,8 @@ class PayPalPayouts:
             return ProviderFailure("unavailable", f"no answer: timed out after {self._timeout_s} s")
         except httpx.RequestError as error:
             return ProviderFailure("unavailable", _clip(f"no answer: {type(error).__name__}"))
-        return _Reply(status_code, _parse_json(bytes(body)))
+        return _Reply(status_code, parse_json(bytes(body)))
 
-
-def _parse_json(body: bytes) -> object:
-    """The JSON value of ``body``, or ``None`` if it is empty or not JSON."""
-    if not body.strip():
-        return None
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        return None
 
 
 def _item_state(item: object, batch_id: str) -> PayoutState:
