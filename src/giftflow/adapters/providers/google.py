@@ -53,7 +53,7 @@ from urllib.parse import quote
 
 import httpx
 
-from giftflow.adapters.providers._http import parse_json
+from giftflow.adapters.providers._http import parse_json, read_bounded
 from giftflow.economy.providers import PaymentEvent, PaymentEventKind, ProviderFailure
 
 PROVIDER: Final = "google"
@@ -311,12 +311,9 @@ class GooglePlayPurchases:
         try:
             with self._client.stream(method, self._base_url + path, params=params,
                                      headers=headers, content=content) as response:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > self._response_bytes_max:
-                        return ProviderFailure("unavailable", (
-                            f"no answer: the response exceeds {self._response_bytes_max} bytes"))
+                body = read_bounded(response, self._response_bytes_max, self._timeout_s)
+                if isinstance(body, ProviderFailure):
+                    return body
                 status_code = response.status_code
         except httpx.TimeoutException:
             return ProviderFailure("unavailable", f"no answer: timed out after {self._timeout_s} s")

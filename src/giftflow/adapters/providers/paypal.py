@@ -67,7 +67,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from giftflow.adapters.providers._http import parse_json
+from giftflow.adapters.providers._http import parse_json, read_bounded
 from giftflow.economy.providers import (
     PayoutRequest,
     PayoutState,
@@ -472,15 +472,10 @@ class PayPalPayouts:
                 method, self._base_url + path, headers={**headers, "Accept-Encoding": "identity"},
                 content=content, data=form, auth=auth, timeout=self._timeout,
             ) as response:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > self._response_bytes_max:
-                        return ProviderFailure("unavailable", (
-                            f"no answer: the response exceeds {self._response_bytes_max} bytes"))
-                    if time.monotonic() > deadline:
-                        return ProviderFailure(
-                            "unavailable", f"no answer: timed out after {self._timeout_s} s")
+                body = read_bounded(response, self._response_bytes_max, self._timeout_s,
+                                    deadline)
+                if isinstance(body, ProviderFailure):
+                    return body
                 status_code = response.status_code
         except httpx.TimeoutException:
             return ProviderFailure("unavailable", f"no answer: timed out after {self._timeout_s} s")
