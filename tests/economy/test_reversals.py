@@ -11,7 +11,8 @@ from giftflow.ledger import Applied
 
 def _notify(env: EconomyEnv, order_id: str, kind: PaymentEventKind, amount: int) -> None:
     result = env.service.handle_payment(PaymentEvent(
-        "simulator", f"event-{kind.value}", kind, order_id, f"sim_{order_id}", amount, "USD"))
+        "simulator", f"event-{kind.value}-{order_id}", kind, order_id, f"sim_{order_id}",
+        amount, "USD"))
     assert result.ok, result
 
 
@@ -56,4 +57,22 @@ def test_a_won_dispute_frees_the_order_for_a_later_refund(env: EconomyEnv) -> No
     _notify(env, order_id, PaymentEventKind.REFUNDED, 300)
     assert env.service.wallet("fan")["coins"] == 700 - 280
     assert _clearing(env) == -749 + 300
+    env.verify_ok()
+
+
+def test_a_third_refunded_order_within_30_days_puts_the_buyer_on_hold(env: EconomyEnv) -> None:
+    """Refund history is a risk rule: two refunded orders pass, the third within 30 days opens
+    a ``refund_history`` hold on the buyer, with its reason for the reviewer.
+    """
+    env.viewer("fan")
+    for n in range(3):
+        order = env.service.create_order("fan", "web", "web-70", "simulator", f"order-{n}")
+        assert isinstance(order, Applied)
+        order_id = order.response["order_id"]
+        assert env.service.simulate_payment(order_id).ok
+        _notify(env, order_id, PaymentEventKind.REFUNDED, 74)
+        holds = env.store.read("risk_holds", {"user_id": "fan"})
+        assert len(holds) == (1 if n == 2 else 0)
+    assert holds[0]["rule"] == "refund_history"
+    assert holds[0]["reason"] == "3 refunded orders within 30 days"
     env.verify_ok()

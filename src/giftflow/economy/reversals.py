@@ -115,6 +115,16 @@ class _Reversal:
         coins = min(order["coins"] * refunded // price - order["coins"] * before // price,
                     lot["coins"] - lot["reversed_coins"])
         self.stages.append(("orders", {"refunded_minor": refunded}))
+        options = self.service.options
+        if before == 0:
+            since = self.service.clock_ms() - options.risk_refunds_window_ms
+            earlier = self.tx.rows("orders", {"buyer_id": order["buyer_id"],
+                                              "refunded_minor >": 0, "paid_at_ms >=": since},
+                                   limit=options.risk_refunds_max)
+            if len(earlier) + 1 >= options.risk_refunds_max:
+                reason = (f"{len(earlier) + 1} refunded orders within "
+                          f"{options.risk_refunds_window_ms // 86_400_000} days")
+                self.stages.append(("hold", "refund_history", reason))
         return self._reverse("refund", coins, refunded - before)
 
     def _dispute(self) -> list[TransferRequest]:

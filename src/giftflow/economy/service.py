@@ -89,6 +89,9 @@ class EconomyOptions:
     """How long a limit increase waits before it applies (SPEC.md §2.4: 24 h)."""
     risk_purchases_per_hour_max: int = 20
     """More paid orders than this within an hour put the buyer on hold (purchase velocity)."""
+    risk_refunds_max: int = 3
+    """Refunded orders within ``risk_refunds_window_ms`` that put the buyer on hold."""
+    risk_refunds_window_ms: int = 30 * DAY_MS
     risk_new_account_ms: int = 7 * DAY_MS
     risk_large_gift_coins: int = 10_000
     """A gift of at least this many coins from an account younger than ``risk_new_account_ms``
