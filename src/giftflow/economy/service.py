@@ -587,16 +587,22 @@ class EconomyService:
         limits = tx.rows("spend_limits", {"owner": user["id"]})
         used = {row["period"]: row["amount"] for row in tx.rows(
             "spend_counters", {"owner": owner, "metric": kind, "period in": (day, month)})}
-        return self.check_limits(user, kind, coins, limits, used)
+        return self.check_limits(kind, coins, self.limits_in_force(user, limits, kind), used,
+                                 (day, month))
 
-    def check_limits(self, user: Row, kind: str, coins: int, limits: Iterable[Row],
-                     used: Mapping[str, int], periods: tuple[str, str] | None = None,
+    def limits_in_force(self, user: Row, limits: Iterable[Row], kind: str
+                        ) -> tuple[int | None, int | None]:
+        """The user's daily and monthly limits of ``kind`` (``purchased`` or ``gifted``)."""
+        rows = list(limits)
+        return (self.effective_limit(user, rows, f"{kind}_daily"),
+                self.effective_limit(user, rows, f"{kind}_monthly"))
+
+    @staticmethod
+    def check_limits(kind: str, coins: int, in_force: tuple[int | None, int | None],
+                     used: Mapping[str, int], periods: tuple[str, str],
                      ) -> tuple[str, str] | None:
         """The refusal when ``coins`` more would pass a limit, given what each period used."""
-        limits = list(limits)
-        day, month = periods or self.periods(user)
-        for period, name in ((day, "daily"), (month, "monthly")):
-            limit = self.effective_limit(user, limits, f"{kind}_{name}")
+        for period, name, limit in zip(periods, ("daily", "monthly"), in_force, strict=True):
             spent = used.get(period, 0)
             if limit is not None and spent + coins > limit:
                 code = getattr(codes, f"{'PURCHASE' if kind == 'purchased' else 'GIFT'}_LIMIT_"
@@ -978,6 +984,7 @@ class _GiftContext:
         self.limits: dict[str, list[Row]] = {}
         self._periods: dict[str, tuple[str, str]] = {}
         self._ages: dict[str, int] = {}
+        self._in_force: dict[str, tuple[int | None, int | None]] = {}
         self._account_ids: dict[AccountKey, int] = {}
         self.now = service.clock_ms()
 
@@ -1105,8 +1112,11 @@ class _GiftContext:
         request, service = plan.request, self.service
         day, month = self.periods(sender)
         owner = acc.owner_of_user(request.sender_id)
-        refusal = service.check_limits(sender, "gifted", plan.gift_coins,
-                                       self.limits.get(request.sender_id, ()),
+        in_force = self._in_force.get(request.sender_id)
+        if in_force is None:
+            in_force = self._in_force[request.sender_id] = service.limits_in_force(
+                sender, self.limits.get(request.sender_id, ()), "gifted")
+        refusal = service.check_limits("gifted", plan.gift_coins, in_force,
                                        self._used(owner, day, month), (day, month))
         if refusal is not None or not request.team_id:
             return refusal
