@@ -2,20 +2,25 @@
 
 Endpoints: ``GET /androidpublisher/v3/applications/{packageName}/purchases/products/{productId}/
 tokens/{token}`` (a ``ProductPurchase``), ``POST …/tokens/{token}:acknowledge`` (an empty 200;
-the purchase's ``acknowledgementState`` becomes 1) and ``GET /androidpublisher/v3/applications/
-{packageName}/purchases/voidedpurchases`` (``startTime``, ``maxResults``, ``token`` pagination).
+the purchase's ``acknowledgementState`` becomes 1), ``POST …/tokens/{token}:consume`` (an empty
+200; ``consumptionState`` and ``acknowledgementState`` become 1) and
+``GET /androidpublisher/v3/applications/{packageName}/purchases/voidedpurchases``
+(``startTime``, ``maxResults``, ``token`` pagination).
 Every call needs ``Authorization: Bearer <access_token>`` (401 otherwise).
 
 Errors use Google's envelope ``{"error": {"code", "message", "status", "errors": [{"message",
 "domain", "reason", "location", "locationType"}]}}`` with the reasons seen from the real API:
 a token of another package is 400 ``purchaseTokenDoesNotMatchPackageName``, of another product
 400 ``purchaseTokenDoesNotMatchProductId``, an unknown token 404 ``purchaseTokenNotFound``.
+Consuming a purchase that is consumed already, or that is not purchased (pending or canceled),
+is 400 ``productNotOwnedByUser`` as Google answers: the buyer no longer owns (or never owned) it.
 int64 fields (``purchaseTimeMillis``, ``voidedTimeMillis``) are JSON strings, as Google sends them.
 
 Test controls: :meth:`GooglePlayServer.add_purchase`, :meth:`~GooglePlayServer.set_state`,
 :meth:`~GooglePlayServer.void`, :meth:`~GooglePlayServer.fail_next` (the next N requests answer a
 5xx before doing anything). Records: :attr:`~GooglePlayServer.acknowledgements` (tokens in the
-order they were acknowledged, each time the endpoint accepted one) and
+order they were acknowledged, each time the endpoint accepted one),
+:attr:`~GooglePlayServer.consumptions` (likewise for consumptions) and
 :attr:`~GooglePlayServer.requests`.
 """
 
@@ -34,7 +39,7 @@ from local_server import LocalServer
 ACCESS_TOKEN_DEFAULT = "ya29.giftflow-test-token"  # noqa: S105 - a test fixture's credential
 _PURCHASE_PATH = re.compile(
     r"^/androidpublisher/v3/applications/(?P<package>[^/]+)/purchases/products/"
-    r"(?P<product>[^/]+)/tokens/(?P<token>[^/:]+)(?P<ack>:acknowledge)?$")
+    r"(?P<product>[^/]+)/tokens/(?P<token>[^/:]+)(?::(?P<action>acknowledge|consume))?$")
 _VOIDED_PATH = re.compile(
     r"^/androidpublisher/v3/applications/(?P<package>[^/]+)/purchases/voidedpurchases$")
 
@@ -92,8 +97,9 @@ class _State:
     purchases: dict[str, Purchase] = field(default_factory=dict)
     voided: list[dict[str, object]] = field(default_factory=list)
     acknowledgements: list[str] = field(default_factory=list)
+    consumptions: list[str] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
-    failures: list[int] = field(default_factory=list)
+    failures: list[tuple[int, str]] = field(default_factory=list)
 
 
 class GooglePlayServer(LocalServer):
@@ -159,10 +165,12 @@ class GooglePlayServer(LocalServer):
                 "voidedReason": reason,
             })
 
-    def fail_next(self, count: int = 1, *, status: int = 503) -> None:
-        """The next ``count`` requests answer ``status`` without doing anything."""
+    def fail_next(self, count: int = 1, *, status: int = 503, path_suffix: str = "") -> None:
+        """The next ``count`` requests (whose path ends with ``path_suffix``, when given, such as
+        ``":consume"``) answer ``status`` without doing anything.
+        """
         with self._lock:
-            self._state.failures.extend([status] * count)
+            self._state.failures.extend([(status, path_suffix)] * count)
 
     def purchase(self, token: str) -> Purchase:
         """A stored purchase."""
@@ -174,6 +182,12 @@ class GooglePlayServer(LocalServer):
         """Tokens acknowledged, in order."""
         with self._lock:
             return list(self._state.acknowledgements)
+
+    @property
+    def consumptions(self) -> list[str]:
+        """Tokens consumed, in order."""
+        with self._lock:
+            return list(self._state.consumptions)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -191,9 +205,10 @@ class GooglePlayServer(LocalServer):
         with self._lock:
             self._state.requests.append(RecordedRequest(method, parts.path, query,
                                                         authorization))
-            if self._state.failures:
-                status = self._state.failures.pop(0)
-                return status, _error(status, "backendError", "Backend Error")
+            failure = next((f for f in self._state.failures if parts.path.endswith(f[1])), None)
+            if failure is not None:
+                self._state.failures.remove(failure)
+                return failure[0], _error(failure[0], "backendError", "Backend Error")
             if authorization != f"Bearer {self.access_token}":
                 return 401, _error(401, "authError", "Invalid Credentials", "UNAUTHENTICATED")
             purchase_match = _PURCHASE_PATH.match(parts.path)
@@ -207,8 +222,8 @@ class GooglePlayServer(LocalServer):
     def _purchase(self, method: str,
                   match: re.Match[str]) -> tuple[int, dict[str, object] | None]:
         package, product = unquote(match["package"]), unquote(match["product"])
-        token, acknowledge = unquote(match["token"]), bool(match["ack"])
-        if (method == "POST") != acknowledge:
+        token, action = unquote(match["token"]), match["action"]
+        if (method == "POST") != bool(action):
             return 404, _error(404, "notFound", "Not Found", "NOT_FOUND")
         purchase = self._state.purchases.get(token)
         if purchase is None:
@@ -220,10 +235,22 @@ class GooglePlayServer(LocalServer):
         if purchase.product_id != product:
             return 400, _error(400, "purchaseTokenDoesNotMatchProductId",
                                "The purchase token does not match the product ID.")
-        if not acknowledge:
+        if action is None:
             return 200, purchase.as_json()
+        return self._act(purchase, action)
+
+    def _act(self, purchase: Purchase, action: str) -> tuple[int, dict[str, object] | None]:
+        """``:acknowledge`` or ``:consume`` a purchase of the right package and product."""
+        if action == "consume":
+            if purchase.consumption_state == 1 or purchase.purchase_state != 0:
+                return 400, _error(400, "productNotOwnedByUser",
+                                   "The product purchase is not owned by the user.")
+            purchase.consumption_state = 1
+            purchase.acknowledgement_state = 1
+            self._state.consumptions.append(purchase.token)
+            return 200, None
         purchase.acknowledgement_state = 1
-        self._state.acknowledgements.append(token)
+        self._state.acknowledgements.append(purchase.token)
         return 200, None
 
     def _voided(self, package: str,

@@ -1,7 +1,8 @@
 """Google Play adapter against :class:`google_server.GooglePlayServer` (the API's wire protocol).
 
-The adapter validates a purchase token (state, package, product, order), acknowledges it once,
-and maps voided purchases to refunds; failures are values.
+The adapter validates a purchase token (state, package, product, order), consumes it once (coin
+packs are consumable, and consuming also acknowledges), and maps voided purchases to refunds;
+failures are values.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from collections.abc import Iterator
 import pytest
 from google_server import ACCESS_TOKEN_DEFAULT, GooglePlayServer
 
-from giftflow.adapters.providers.google import GooglePlayPurchases, GoogleRejected, VoidedPurchases
+from giftflow.adapters.providers.google import (
+    GooglePlayPurchases,
+    GoogleRejected,
+    ValidatedPurchase,
+    VoidedPurchases,
+)
 from giftflow.economy.providers import PaymentEvent, PaymentEventKind, ProviderFailure
 
 PACKAGE = "com.giftflow.app"
@@ -37,7 +43,9 @@ def google(server) -> Iterator[GooglePlayPurchases]:
 
 
 def buy(server: GooglePlayServer, token: str = TOKEN, **fields) -> None:
-    """Store a purchased, unacknowledged purchase of the test product for the test order."""
+    """Store a purchased, unacknowledged, unconsumed purchase of the test product for the test
+    order.
+    """
     values = {"package": PACKAGE, "product_id": PRODUCT, "account_id": ORDER}
     values.update(fields)
     server.add_purchase(token, **values)
@@ -56,9 +64,10 @@ def rejected(result: object, code: str) -> bool:
     return isinstance(result, GoogleRejected) and result.code == code
 
 
-def test_valid_purchase_is_paid_and_acknowledged(server, google):
+def test_valid_purchase_is_paid_and_consumed(server, google):
     """A purchased token for the package, product and order → PAID at the order's snapshot price,
-    payment_ref the token, event id from Google's order id; then it is acknowledged over the wire.
+    payment_ref the token, event id from Google's order id; then it is consumed over the wire
+    (POST …:consume, which acknowledges it too), with no separate acknowledgement call.
     """
     buy(server, order_id="GPA.1234-5678-9012-34567")
     result = confirm(google)
@@ -67,43 +76,92 @@ def test_valid_purchase_is_paid_and_acknowledged(server, google):
         kind=PaymentEventKind.PAID, order_id=ORDER, payment_ref=TOKEN,
         amount_minor=PRICE_MINOR, currency="USD",
     )
-    assert server.acknowledgements == [TOKEN]
-    assert server.purchase(TOKEN).acknowledgement_state == 1
-    get, ack = server.requests
+    assert server.consumptions == [TOKEN]
+    assert server.acknowledgements == []
+    purchase = server.purchase(TOKEN)
+    assert (purchase.consumption_state, purchase.acknowledgement_state) == (1, 1)
+    get, consume = server.requests
     assert get.method == "GET" and get.path == (
         f"/androidpublisher/v3/applications/{PACKAGE}/purchases/products/{PRODUCT}"
         f"/tokens/{TOKEN}")
-    assert ack.method == "POST" and ack.path == get.path + ":acknowledge"
-    assert get.authorization == f"Bearer {ACCESS_TOKEN_DEFAULT}"
+    assert consume.method == "POST" and consume.path == get.path + ":consume"
+    assert get.authorization == consume.authorization == f"Bearer {ACCESS_TOKEN_DEFAULT}"
 
 
-def test_confirming_twice_acknowledges_exactly_once(server, google):
-    """A second confirm of the same token validates again (same event) and does not acknowledge
-    again: the purchase already says acknowledgementState 1.
+def test_confirming_twice_consumes_exactly_once(server, google):
+    """A second confirm of the same token validates again (same event) and does not consume
+    again: the purchase already says consumptionState 1.
     """
     buy(server)
     first, second = confirm(google), confirm(google)
     assert isinstance(first, PaymentEvent) and first == second
-    assert server.acknowledgements == [TOKEN]
+    assert server.consumptions == [TOKEN]
     assert [r.method for r in server.requests] == ["GET", "POST", "GET"]
 
 
-def test_validate_alone_does_not_acknowledge(server, google):
-    """validate() returns the event and the acknowledgement state and sends no acknowledgement."""
+def test_validate_alone_neither_consumes_nor_acknowledges(server, google):
+    """validate() returns the event with Google's acknowledgement and consumption flags and sends
+    nothing but the GET.
+    """
     buy(server)
     validated = google.validate(TOKEN, product_id=PRODUCT, order_id=ORDER,
                                 price_minor=PRICE_MINOR, currency="USD")
-    assert isinstance(validated, tuple) and validated[1] is False
-    assert server.acknowledgements == []
+    assert isinstance(validated, ValidatedPurchase)
+    assert (validated.acknowledged, validated.consumed) == (False, False)
+    assert validated.event.payment_ref == TOKEN
+    assert server.consumptions == server.acknowledgements == []
+    assert [r.method for r in server.requests] == ["GET"]
+
+
+def test_consuming_twice_is_refused_like_google(server, google):
+    """consume() of a fresh purchase succeeds; a second consume of the same token gets Google's
+    400 productNotOwnedByUser, which is a rejected ProviderFailure (not retried as unavailable).
+    """
+    buy(server)
+    assert google.consume(TOKEN, product_id=PRODUCT) is None
+    again = google.consume(TOKEN, product_id=PRODUCT)
+    assert isinstance(again, ProviderFailure) and again.code == "rejected"
+    assert "productNotOwnedByUser" in again.detail
+    assert server.consumptions == [TOKEN]
+
+
+def test_pending_purchase_cannot_be_consumed(server, google):
+    """The local server, like Google, refuses to consume a pending purchase (400)."""
+    buy(server, purchase_state=2)
+    failure = google.consume(TOKEN, product_id=PRODUCT)
+    assert isinstance(failure, ProviderFailure) and failure.code == "rejected"
+    assert server.purchase(TOKEN).consumption_state == 0
+
+
+def test_purchase_consumed_before_is_paid_without_consuming_again(server, google):
+    """A purchase already consumed (a confirm whose crediting was lost) still validates: confirm
+    returns the same PAID event and sends no second consumption.
+    """
+    buy(server, consumption_state=1, acknowledgement_state=1)
+    assert isinstance(confirm(google), PaymentEvent)
+    assert server.consumptions == []
+    assert [r.method for r in server.requests] == ["GET"]
+
+
+def test_acknowledged_but_unconsumed_purchase_is_consumed(server, google):
+    """acknowledge() alone acknowledges without consuming; a confirm afterwards still consumes
+    (acknowledgement does not let the buyer buy the pack again, consumption does).
+    """
+    buy(server)
+    assert google.acknowledge(TOKEN, product_id=PRODUCT) is None
+    assert server.acknowledgements == [TOKEN]
+    assert server.purchase(TOKEN).consumption_state == 0
+    assert isinstance(confirm(google), PaymentEvent)
+    assert server.consumptions == [TOKEN]
 
 
 @pytest.mark.parametrize(("state", "code"), [(2, "pending"), (1, "canceled")])
-def test_pending_or_canceled_purchase_is_rejected_and_not_acknowledged(server, google, state,
-                                                                      code):
-    """A purchaseState of 2 (pending) or 1 (canceled) is rejected and nothing is acknowledged."""
+def test_pending_or_canceled_purchase_is_rejected_and_not_consumed(server, google, state,
+                                                                   code):
+    """A purchaseState of 2 (pending) or 1 (canceled) is rejected and nothing is consumed."""
     buy(server, purchase_state=state)
     assert rejected(confirm(google), code)
-    assert server.acknowledgements == []
+    assert server.consumptions == server.acknowledgements == []
 
 
 def test_pending_purchase_is_accepted_once_it_completes(server, google):
@@ -112,7 +170,7 @@ def test_pending_purchase_is_accepted_once_it_completes(server, google):
     assert rejected(confirm(google), "pending")
     server.set_state(TOKEN, 0)
     assert isinstance(confirm(google), PaymentEvent)
-    assert server.acknowledgements == [TOKEN]
+    assert server.consumptions == [TOKEN]
 
 
 def test_token_of_another_package_is_wrong_package(server, google):
@@ -123,14 +181,14 @@ def test_token_of_another_package_is_wrong_package(server, google):
     result = confirm(google)
     assert rejected(result, "wrong_package")
     assert "purchaseTokenDoesNotMatchPackageName" in result.detail
-    assert server.acknowledgements == []
+    assert server.consumptions == []
 
 
 def test_token_of_another_product_is_wrong_product(server, google):
     """A token for another product than the order's pack is wrong_product (Google's 400)."""
     buy(server, product_id="coins_17500")
     assert rejected(confirm(google), "wrong_product")
-    assert server.acknowledgements == []
+    assert server.consumptions == []
 
 
 def test_unknown_token_is_invalid(google):
@@ -142,7 +200,7 @@ def test_purchase_for_another_order_is_wrong_order(server, google):
     """A purchase whose obfuscatedExternalAccountId is another order is wrong_order."""
     buy(server, account_id="ord_someone_else")
     assert rejected(confirm(google), "wrong_order")
-    assert server.acknowledgements == []
+    assert server.consumptions == []
 
 
 def test_test_purchases_need_to_be_allowed(server):
@@ -163,28 +221,39 @@ def test_promo_rewarded_or_multiple_quantity_is_not_paid(server, google, fields)
 
 
 def test_server_error_is_unavailable_and_a_retry_succeeds(server, google):
-    """A 503 on the purchase GET is unavailable with nothing acknowledged; the retry pays."""
+    """A 503 on the purchase GET is unavailable with nothing consumed; the retry pays."""
     buy(server)
     server.fail_next(1)
     failure = confirm(google)
     assert isinstance(failure, ProviderFailure) and failure.code == "unavailable"
-    assert server.acknowledgements == []
+    assert server.consumptions == []
     assert isinstance(confirm(google), PaymentEvent)
-    assert server.acknowledgements == [TOKEN]
+    assert server.consumptions == [TOKEN]
 
 
-def test_failed_acknowledgement_is_unavailable_and_retried(server, google):
-    """When the acknowledgement gets a 500 the confirm is unavailable (nothing to credit yet);
-    the retry validates again and acknowledges once.
+def test_failed_consumption_is_unavailable_and_retried(server, google):
+    """When the consumption gets a 500 the confirm returns it as unavailable (nothing to credit
+    yet) and the purchase stays unacknowledged (no acknowledgement was sent first); the retry
+    validates again and consumes once.
     """
     buy(server)
-    google_get_ok = google.validate(TOKEN, product_id=PRODUCT, order_id=ORDER,
-                                    price_minor=PRICE_MINOR, currency="USD")
-    assert isinstance(google_get_ok, tuple)
+    server.fail_next(1, status=500, path_suffix=":consume")
+    failure = confirm(google)
+    assert isinstance(failure, ProviderFailure) and failure.code == "unavailable"
+    assert server.purchase(TOKEN).acknowledgement_state == 0
+    assert server.consumptions == server.acknowledgements == []
+    assert isinstance(confirm(google), PaymentEvent)
+    assert server.consumptions == [TOKEN]
+    assert [r.method for r in server.requests] == ["GET", "POST", "GET", "POST"]
+
+
+def test_failed_acknowledgement_is_unavailable(server, google):
+    """acknowledge() answered 500 is unavailable; acknowledged afterwards, it is recorded once."""
+    buy(server)
     server.fail_next(1, status=500)
     failure = google.acknowledge(TOKEN, product_id=PRODUCT)
     assert isinstance(failure, ProviderFailure) and failure.code == "unavailable"
-    assert isinstance(confirm(google), PaymentEvent)
+    assert google.acknowledge(TOKEN, product_id=PRODUCT) is None
     assert server.acknowledgements == [TOKEN]
 
 
@@ -194,11 +263,13 @@ def test_wrong_access_token_is_unavailable(server):
     with GooglePlayPurchases(PACKAGE, "ya29.wrong", base_url=server.url) as adapter:
         failure = confirm(adapter)
     assert isinstance(failure, ProviderFailure) and failure.code == "unavailable"
-    assert server.acknowledgements == []
+    assert server.consumptions == []
 
 
 def test_access_token_callable_is_asked_per_call(server):
-    """A callable access token is called for each request (so a refreshed token is used)."""
+    """A callable access token is called for each request, the GET and the consumption (so a
+    refreshed token is used).
+    """
     buy(server)
     calls: list[int] = []
 
@@ -232,7 +303,7 @@ def test_token_is_escaped_in_the_path(server, google):
     """A token with URL-reserved characters is percent-encoded as one path segment."""
     buy(server, "a/b?c#d")
     assert isinstance(confirm(google, "a/b?c#d"), PaymentEvent)
-    assert server.acknowledgements == ["a/b?c#d"]
+    assert server.consumptions == ["a/b?c#d"]
 
 
 # Voided purchases.

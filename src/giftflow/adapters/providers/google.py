@@ -1,10 +1,12 @@
-"""Google Play purchases: validate a purchase token, acknowledge it, and read voided purchases.
+"""Google Play purchases: validate a purchase token, consume it, and read voided purchases.
 
 Wire protocol (Google Play Android Developer API v3, JSON over HTTPS with ``httpx``)
     ``GET /androidpublisher/v3/applications/{packageName}/purchases/products/{productId}/tokens/
-    {token}`` answers a ``ProductPurchase``; ``POST .../tokens/{token}:acknowledge`` acknowledges
-    it; ``GET /androidpublisher/v3/applications/{packageName}/purchases/voidedpurchases`` pages
-    through voided purchases (``startTime`` in ms, ``maxResults``, ``token`` for the next page).
+    {token}`` answers a ``ProductPurchase``; ``POST .../tokens/{token}:consume`` (empty request
+    and answer bodies) consumes it; ``POST .../tokens/{token}:acknowledge`` acknowledges it
+    without consuming; ``GET /androidpublisher/v3/applications/{packageName}/purchases/
+    voidedpurchases`` pages through voided purchases (``startTime`` in ms, ``maxResults``,
+    ``token`` for the next page).
     Every call sends ``Authorization: Bearer <access token>``. Getting that token (the OAuth 2.0
     service-account flow with the ``androidpublisher`` scope) is out of scope here: the adapter
     takes the access token string, or a callable that returns a current one.
@@ -18,9 +20,23 @@ Validation (:meth:`GooglePlayPurchases.confirm`)
     ``obfuscatedExternalAccountId`` is the order id (set by the app through
     ``BillingFlowParams.setObfuscatedAccountId``), the quantity is 1, and it is not a license-test,
     promo or rewarded purchase (``purchaseType`` absent) unless ``allow_test_purchases``.
-    Then, unless ``acknowledgementState`` is already 1, the purchase is acknowledged (Google
-    refunds purchases left unacknowledged for three days); a failed acknowledgement is
-    ``unavailable`` and nothing is returned to credit, so a retry validates and acknowledges again.
+    Then, unless ``consumptionState`` is already 1, the purchase is consumed.
+
+Consumption (coin packs are consumable products)
+    Google lets a buyer hold one unconsumed purchase of a product: until it is consumed, buying the
+    same pack again fails with "item already owned". :meth:`GooglePlayPurchases.confirm` therefore
+    consumes every purchase it validates. Consuming also acknowledges it, so ``confirm`` does NOT
+    acknowledge first: that would be one more call per purchase and would only matter when the
+    consumption then fails, and in that case ``confirm`` returns the failure and nothing is
+    credited, so the purchase is better left unacknowledged (Google refunds a purchase neither
+    acknowledged nor consumed within three days, instead of keeping the buyer's money for coins
+    giftflow never credited). A failed consumption is a :class:`ProviderFailure`; a retry
+    validates again and consumes (or, if the consumption did reach Google, sees
+    ``consumptionState`` 1 and returns the event without consuming twice, which Google refuses).
+    The purchase is consumed BEFORE the economy credits it: a consumed purchase still validates,
+    so a caller whose crediting failed confirms and credits again, and the economy's payment key
+    (the purchase token) makes that idempotent. :meth:`~GooglePlayPurchases.acknowledge` stays
+    for products that are not consumed.
 
 Amounts
     A ``ProductPurchase`` carries NO price. Google's validation checks state, package, product
@@ -71,6 +87,7 @@ DETAIL_CHARS_MAX: Final = 500
 
 _PURCHASED, _CANCELED, _PENDING = 0, 1, 2
 _ACKNOWLEDGED = 1
+_CONSUMED = 1
 _HTTP_OK = 200
 _UNAVAILABLE_STATUSES: Final = frozenset({401, 403, 408, 425, 429})
 _HTTP_SERVER_ERROR_MIN = 500
@@ -115,6 +132,17 @@ class VoidedPurchases:
     events: tuple[PaymentEvent, ...]
     unknown_tokens: tuple[str, ...]
     next_page_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedPurchase:
+    """A purchase that may be credited: its ``PAID`` event and Google's flags for it."""
+
+    event: PaymentEvent
+    acknowledged: bool
+    """``acknowledgementState`` is 1 (consuming sets it too)."""
+    consumed: bool
+    """``consumptionState`` is 1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,27 +206,27 @@ class GooglePlayPurchases:
         self, purchase_token: str, *, product_id: str, order_id: str, price_minor: int,
         currency: str,
     ) -> PaymentEvent | GoogleRejected | ProviderFailure:
-        """Validate the purchase for the order, acknowledge it if needed, and return ``PAID``.
+        """Validate the purchase for the order, consume it if needed, and return ``PAID``.
 
         ``price_minor`` and ``currency`` are the order's snapshot (the purchase has no price).
-        Calling it again for an acknowledged purchase validates again and acknowledges nothing.
+        Calling it again for a consumed purchase validates again and consumes nothing. A failed
+        consumption is returned as the failure (nothing to credit yet; see the module).
         """
         validated = self.validate(purchase_token, product_id=product_id, order_id=order_id,
                                   price_minor=price_minor, currency=currency)
-        if not isinstance(validated, tuple):
+        if not isinstance(validated, ValidatedPurchase):
             return validated
-        event, acknowledged = validated
-        if not acknowledged:
-            failure = self.acknowledge(purchase_token, product_id=product_id)
+        if not validated.consumed:
+            failure = self.consume(purchase_token, product_id=product_id)
             if failure is not None:
                 return failure
-        return event
+        return validated.event
 
     def validate(
         self, purchase_token: str, *, product_id: str, order_id: str, price_minor: int,
         currency: str,
-    ) -> tuple[PaymentEvent, bool] | GoogleRejected | ProviderFailure:
-        """Validate without acknowledging: the ``PAID`` event and whether it is acknowledged."""
+    ) -> ValidatedPurchase | GoogleRejected | ProviderFailure:
+        """Validate without consuming or acknowledging: the ``PAID`` event and Google's flags."""
         if type(price_minor) is not int or price_minor < 0:
             raise ValueError("price_minor must be a non-negative integer")
         problem = _token_problem(purchase_token) or _token_problem(product_id)
@@ -214,23 +242,36 @@ class GooglePlayPurchases:
 
     def acknowledge(self, purchase_token: str, *, product_id: str) -> ProviderFailure | None:
         """``POST …:acknowledge``; ``None`` when Google accepted it."""
+        return self._post_action(purchase_token, product_id, "acknowledge", {})
+
+    def consume(self, purchase_token: str, *, product_id: str) -> ProviderFailure | None:
+        """``POST …:consume`` (empty body); ``None`` when Google accepted it.
+
+        Consuming also acknowledges the purchase and lets the buyer buy the product again.
+        Google refuses to consume a purchase twice (400): that is ``rejected``, as is any other
+        4xx except the ``unavailable`` ones (401, 403, 408, 425, 429); 5xx is ``unavailable``.
+        """
+        return self._post_action(purchase_token, product_id, "consume", None)
+
+    def _post_action(self, purchase_token: str, product_id: str, action: str,
+                     json_body: object) -> ProviderFailure | None:
         problem = _token_problem(purchase_token) or _token_problem(product_id)
         if problem:
             return ProviderFailure("rejected", problem)
-        reply = self._call("POST", self._token_path(product_id, purchase_token) + ":acknowledge",
-                           json_body={})
+        reply = self._call("POST", f"{self._token_path(product_id, purchase_token)}:{action}",
+                           json_body=json_body)
         if isinstance(reply, ProviderFailure):
             return reply
         if reply.status_code in {_HTTP_OK, 204}:
             return None
         code: Literal["unavailable", "rejected"] = (
             "unavailable" if _unavailable_status(reply.status_code) else "rejected")
-        return ProviderFailure(code, f"acknowledge: {_describe(reply)}")
+        return ProviderFailure(code, f"{action}: {_describe(reply)}")
 
     def _read_purchase(  # noqa: PLR0911 (a return per refusal reason)
         self, body: object, token: str, product_id: str, order_id: str, price_minor: int,
         currency: str,
-    ) -> tuple[PaymentEvent, bool] | GoogleRejected:
+    ) -> ValidatedPurchase | GoogleRejected:
         if not isinstance(body, dict) or body.get("kind", "androidpublisher#productPurchase") \
                 != "androidpublisher#productPurchase":
             return GoogleRejected("malformed", "the answer is not a ProductPurchase")
@@ -261,7 +302,8 @@ class GooglePlayPurchases:
         event = PaymentEvent(provider=PROVIDER, event_id=event_id, kind=PaymentEventKind.PAID,
                              order_id=order_id, payment_ref=token, amount_minor=price_minor,
                              currency=currency)
-        return event, body.get("acknowledgementState") == _ACKNOWLEDGED
+        return ValidatedPurchase(event, body.get("acknowledgementState") == _ACKNOWLEDGED,
+                                 body.get("consumptionState") == _CONSUMED)
 
     # -- voided purchases -------------------------------------------------------------------------
 
