@@ -269,7 +269,8 @@ def run_giftflow(settings: Settings, url: str, operations: list[Operation], mode
         elif mode == "clients":
             timing, results = _apply_in_clients(ledger, operations, stopwatch)
         else:
-            committer = GroupCommitter(ledger, group_commit_settings(store_settings))
+            committer: GroupCommitter[Operation] = GroupCommitter(
+                ledger, group_commit_settings(store_settings))
             try:
                 timing, results = _submit_all(committer, operations, stopwatch, submit_api)
             finally:
@@ -296,8 +297,8 @@ def _apply_in_clients(ledger: Ledger, operations: list[Operation],
     return timing, [result for share in shares for result in share]
 
 
-def _submit_all(committer: GroupCommitter, operations: list[Operation], stopwatch: Stopwatch,
-                submit_api: SubmitApi) -> tuple[Timing, list[Result]]:
+def _submit_all(committer: GroupCommitter[Operation], operations: list[Operation],
+                stopwatch: Stopwatch, submit_api: SubmitApi) -> tuple[Timing, list[Result]]:
     """Submit from :data:`SUBMITTERS` threads, each its share, one gift per request; wait for all.
 
     ``callback`` is the event-loop path: ``submit_many`` with a completion callback per request,
@@ -317,7 +318,7 @@ def _in_threads(work: Callable[[int], None]) -> None:
         thread.join()
 
 
-def _submit_callbacks(committer: GroupCommitter, operations: list[Operation],
+def _submit_callbacks(committer: GroupCommitter[Operation], operations: list[Operation],
                       stopwatch: Stopwatch) -> tuple[Timing, list[Result]]:
     collected: list[list[Result]] = []
     refused = [0] * SUBMITTERS  # each thread writes its own slot
@@ -343,7 +344,7 @@ def _submit_callbacks(committer: GroupCommitter, operations: list[Operation],
     return stopwatch.stop(), [result for results in collected for result in results]
 
 
-def _submit_futures(committer: GroupCommitter, operations: list[Operation],
+def _submit_futures(committer: GroupCommitter[Operation], operations: list[Operation],
                     stopwatch: Stopwatch) -> tuple[Timing, list[Result]]:
     futures: list[list[Future[Result]]] = [[] for _ in range(SUBMITTERS)]
 

@@ -1,9 +1,11 @@
 """Group commit: many operations in one database transaction, each with its own result.
 
-Callers submit requests (one or more operations and a completion callback) from any thread. One
-committer thread takes what is queued, up to ``batch_operations_max`` operations or whatever
-arrived within ``window_us`` of the first, and applies them with :meth:`Ledger.apply_batch`. This
-is the hot path for gift trains: a commit (and its fsync) is shared by the whole batch.
+Callers submit requests (one or more items and a completion callback) from any thread. One
+committer thread takes what is queued, up to ``batch_operations_max`` items or whatever arrived
+within ``window_us`` of the first, and applies them with one batch call: the ledger's
+:meth:`Ledger.apply_batch` for operations, or a domain's own batch call (the economy's
+``send_gifts`` for gift requests). This is the hot path for gift trains: a commit (and its fsync)
+is shared by the whole batch, and each item still gets its own result.
 
 Completion is a callback per request, called on the committer thread once the batch committed.
 An event loop passes a callback that hands the results over with one ``call_soon_threadsafe``
@@ -21,15 +23,19 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from giftflow.ledger import codes
-from giftflow.ledger.model import Failure, Operation, Result
+from giftflow.ledger.model import Failure, Result
 from giftflow.ledger.service import Ledger
 
 logger = logging.getLogger(__name__)
 
 Done = Callable[[list[Result]], None]
 """Receives the results of one request, in the order of its operations."""
+
+T = TypeVar("T")
+"""What a committer batches: ledger operations, or a domain's requests."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,18 +48,28 @@ class GroupCommitSettings:
     submit_timeout_ms: int = 1_000
 
 
-_Request = tuple[Sequence[Operation], Done]
 _STOP = object()
 
 
-class GroupCommitter:
-    """A committer thread in front of a :class:`Ledger`."""
+class GroupCommitter(Generic[T]):
+    """A committer thread in front of a batch call: a :class:`Ledger`, or a domain's own.
 
-    def __init__(self, ledger: Ledger, settings: GroupCommitSettings | None = None) -> None:
-        self.ledger = ledger
+    Given a :class:`Ledger`, it batches operations through :meth:`Ledger.apply_batch`. Given a
+    callable, it batches whatever that callable takes (one result per item, in order), at most
+    ``batch_max`` items at a time.
+    """
+
+    def __init__(self, target: Ledger | Callable[[Sequence[T]], list[Result]],
+                 settings: GroupCommitSettings | None = None, *,
+                 batch_max: int | None = None) -> None:
         self.settings = settings or GroupCommitSettings()
+        if isinstance(target, Ledger):
+            self._apply: Callable[[Sequence[T]], list[Result]] = target.apply_batch  # type: ignore[assignment]
+            batch_max = target.limits.batch_operations_max
+        else:
+            self._apply = target
         self._batch_max = min(self.settings.batch_operations_max,
-                              ledger.limits.batch_operations_max)
+                              batch_max or self.settings.batch_operations_max)
         # SimpleQueue is implemented in C and is several times cheaper per item than
         # queue.Queue; the bound on queued operations is kept with a counter.
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -63,8 +79,8 @@ class GroupCommitter:
                                         daemon=True)
         self._thread.start()
 
-    def submit_many(self, operations: Sequence[Operation], done: Done) -> bool:
-        """Queue operations; ``done`` gets their results after they commit.
+    def submit_many(self, operations: Sequence[T], done: Done) -> bool:
+        """Queue items; ``done`` gets their results after they commit.
 
         Returns False, without queueing anything, when the queue stays full for
         ``submit_timeout_ms`` or the request is larger than one batch: the caller answers
@@ -82,8 +98,8 @@ class GroupCommitter:
         self._queue.put((operations, done))
         return True
 
-    def submit(self, operation: Operation) -> Future[Result]:
-        """Queue one operation; the future holds its result (``overloaded`` when full)."""
+    def submit(self, operation: T) -> Future[Result]:
+        """Queue one item; the future holds its result (``overloaded`` when full)."""
         future: Future[Result] = Future()
         if not self.submit_many((operation,), lambda results: future.set_result(results[0])):
             future.set_result(Failure(codes.OVERLOADED, "the commit queue is full; retry later"))
@@ -105,13 +121,13 @@ class GroupCommitter:
         return True
 
     def _run(self) -> None:
-        carried: _Request | None = None
+        carried: tuple[Sequence[T], Done] | None = None
         while True:
             first = carried if carried is not None else self._queue.get()
             carried = None
             if first is _STOP:
                 return
-            batch: list[_Request] = [first]  # type: ignore[list-item]
+            batch: list[tuple[Sequence[T], Done]] = [first]  # type: ignore[list-item]
             size = len(batch[0][0])
             deadline_ns = time.monotonic_ns() + self.settings.window_us * 1_000
             stopping = False
@@ -122,7 +138,7 @@ class GroupCommitter:
                 if item is _STOP:
                     stopping = True
                     break
-                request: _Request = item  # type: ignore[assignment]
+                request: tuple[Sequence[T], Done] = item  # type: ignore[assignment]
                 if size + len(request[0]) > self._batch_max:
                     carried = request
                     break
@@ -148,10 +164,10 @@ class GroupCommitter:
             except queue.Empty:
                 return None
 
-    def _commit(self, batch: list[_Request], size: int) -> None:
+    def _commit(self, batch: list[tuple[Sequence[T], Done]], size: int) -> None:
         operations = [operation for request in batch for operation in request[0]]
         try:
-            results = self.ledger.apply_batch(operations)
+            results = self._apply(operations)
         except Exception as error:
             # A bug: log it with its traceback, answer every caller, and keep serving.
             logger.exception("group commit of %d operations failed", len(operations))
