@@ -21,10 +21,12 @@ class LotView:
     remaining: int
 
 
-def take_fifo(lots: Sequence[LotView], coins: int) -> list[tuple[str, int]] | None:
+def take_fifo(lots: Sequence[LotView], coins: int, *, spend: bool = False
+              ) -> list[tuple[str, int]] | None:
     """Which lots pay ``coins``, oldest first, as ``(lot id, coins)``; ``None`` if they can't.
 
-    ``lots`` must be in FIFO order. The views are not changed; the caller applies the result.
+    ``lots`` must be in FIFO order. With ``spend`` the views' ``remaining`` go down by what was
+    taken (only when the lots can pay); otherwise the views are not changed.
     """
     invariant(coins > 0, "a spend takes at least one coin")
     taken: list[tuple[str, int]] = []
@@ -40,6 +42,13 @@ def take_fifo(lots: Sequence[LotView], coins: int) -> list[tuple[str, int]] | No
     if left:
         return None
     invariant(sum(part for _, part in taken) == coins, "FIFO parts sum to the coins spent")
+    if spend:
+        parts = dict(taken)
+        for lot in lots:
+            if lot.id in parts:
+                lot.remaining -= parts.pop(lot.id)
+            if not parts:
+                break
     return taken
 
 

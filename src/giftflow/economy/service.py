@@ -778,7 +778,7 @@ class EconomyService:
                                 shortfall_code=codes.INSUFFICIENT_COINS),
                 TransferRequest("DIAMOND", ids(acc.DIAMOND_ISSUANCE),
                                 ids(acc.held(request.creator_id)), plan.diamonds, "gift"))
-        plan.gift_id = stable_id("gft", scope, request.key)
+        plan.gift_id = context.new_gift_id()
         response = {"gift": plan.gift_id, "coins": plan.gift_coins,
                     "diamonds": plan.diamonds, "lots": [[lot, n] for lot, n in plan.lots]}
         return Operation(scope, request.key, "gift", fields,
@@ -922,7 +922,7 @@ class _GiftWrites:
         """Collect one successful gift's rows."""
         request, now, context = plan.request, self.now, self.context
         creator = context.users[request.creator_id]
-        hold_days = self.service.region_of(creator).hold_days
+        hold_days = context.region(creator).hold_days
         self.gifts.append((
             plan.gift_id, request.sender_id, plan.wallet_owner, request.creator_id,
             request.target_kind, request.target_id, request.gift_id, request.count,
@@ -984,6 +984,10 @@ class _GiftContext:
         self.limits: dict[str, list[Row]] = {}
         self._periods: dict[str, tuple[str, str]] = {}
         self._ages: dict[str, int] = {}
+        self._regions: dict[str, Region] = {}
+        self._diamonds: dict[tuple[str, int], int] = {}
+        self._gift_ids_next = self._gift_ids_end = 0
+        self._gifts_planned = 0
         self._in_force: dict[str, tuple[int | None, int | None]] = {}
         self._account_ids: dict[AccountKey, int] = {}
         self.now = service.clock_ms()
@@ -992,6 +996,7 @@ class _GiftContext:
     def load(cls, service: EconomyService, tx: EconomyTx,
              plans: Sequence[_GiftPlan]) -> _GiftContext:
         context = cls(service, tx)
+        context._gifts_planned = len(plans)
         if not plans:
             return context
         senders = sorted({p.request.sender_id for p in plans})
@@ -1057,15 +1062,12 @@ class _GiftContext:
         plan.wallet_owner = (acc.owner_of_team(request.team_id) if request.team_id
                              else acc.owner_of_user(request.sender_id))
         views = self.lots.get(plan.wallet_owner, [])
-        taken = take_fifo(views, plan.gift_coins)
+        taken = take_fifo(views, plan.gift_coins, spend=True)
         if taken is None:
             have = sum(view.remaining for view in views)
             return (codes.INSUFFICIENT_COINS, f"{have} coins, the gift costs {plan.gift_coins}")
-        by_id = {view.id: view for view in views}
-        for lot_id, coins in taken:
-            by_id[lot_id].remaining -= coins
         plan.lots = taken
-        plan.diamonds = service.region_of(creator).diamonds_for(plan.gift_coins)
+        plan.diamonds = self.diamonds_for(creator, plan.gift_coins)
         self._count_batch(plan, sender)
         plan.risk = self._risk(plan, sender, creator)
         return None
@@ -1073,7 +1075,7 @@ class _GiftContext:
     def _eligibility(self, request: GiftRequest, sender: Row,  # noqa: PLR0911 -- a return per rule
                      creator: Row) -> tuple[str, str] | None:
         service = self.service
-        region = service.region_of(sender)
+        region = self.region(sender)
         if sender["frozen"] or creator["frozen"]:
             return (codes.ACCOUNT_FROZEN, "the sender or the creator is frozen")
         if request.sender_id == request.creator_id:
@@ -1128,6 +1130,36 @@ class _GiftContext:
             if budget is not None and used[period] + plan.gift_coins > budget:
                 return (code, f"team budget of {budget} coins: {used[period]} used")
         return None
+
+    def region(self, user: Row) -> Region:
+        """A user's region, looked up once per batch."""
+        found = self._regions.get(user["id"])
+        if found is None:
+            found = self._regions[user["id"]] = self.service.region_of(user)
+        return found
+
+    def diamonds_for(self, creator: Row, coins: int) -> int:
+        """The creator's diamonds for ``coins`` at their region's share, once per amount."""
+        key = (creator["region"], coins)
+        found = self._diamonds.get(key)
+        if found is None:
+            found = self._diamonds[key] = self.region(creator).diamonds_for(coins)
+        return found
+
+    def new_gift_id(self) -> str:
+        """A time-ordered gift id: ``gft_`` and 19 digits.
+
+        Gift rows and their lot pieces then land at the right edge of their indexes. A retry
+        gets the id from the stored response of the first attempt, so it need not be derived
+        from the key.
+        """
+        if self._gift_ids_next >= self._gift_ids_end:
+            count = max(self._gifts_planned, 1)
+            self._gift_ids_next = self.tx.next_ids(count)
+            self._gift_ids_end = self._gift_ids_next + count
+        gift_id = f"gft_{self._gift_ids_next:019d}"
+        self._gift_ids_next += 1
+        return gift_id
 
     def account_id(self, key: AccountKey) -> int:
         """An account's id, looked up once per batch."""
