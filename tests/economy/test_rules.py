@@ -665,8 +665,8 @@ def test_self_gift_is_refused(env) -> None:
     env.verify_ok()
 
 
-def test_gift_count_above_the_region_maximum_is_a_validation_error(env) -> None:
-    """``count`` above the region's ``gift_count_max`` (10,000) is ``validation_error``;
+def test_gift_count_above_the_region_maximum_is_refused(env) -> None:
+    """``count`` above the region's ``gift_count_max`` (10,000) is ``gift_count_exceeded``;
     exactly the maximum passes.
     """
     env.creator("cr")
@@ -674,7 +674,7 @@ def test_gift_count_above_the_region_maximum_is_a_validation_error(env) -> None:
     assert env.buy("v", "web-7000", key="o1").ok
     assert env.buy("v", "web-3500", key="o2").ok
     refused = env.gift("v", "cr", 1, 10_001, key="g1")
-    assert failed(refused, "validation_error"), refused
+    assert failed(refused, "gift_count_exceeded"), refused
     assert env.service.wallet("v")["coins"] == 10_500
     assert env.gift("v", "cr", 1, 10_000, key="g2").ok
     assert env.service.wallet("v")["coins"] == 500

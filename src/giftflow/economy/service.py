@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -118,16 +118,21 @@ class GiftRequest:
     request_id: str = ""
 
 
-@dataclass(slots=True)
 class _GiftPlan:
-    request: GiftRequest
-    scope: str
-    gift_coins: int = 0
-    diamonds: int = 0
-    wallet_owner: str = ""
-    lots: list[tuple[str, int]] = field(default_factory=list)
-    risk: list[tuple[str, str, str]] = field(default_factory=list)
-    gift_id: str = ""
+    """One new gift request as the batch plans it (a plain class: one is made per gift)."""
+
+    __slots__ = ("diamonds", "gift_coins", "gift_id", "lots", "request", "risk", "scope",
+                 "wallet_owner")
+
+    def __init__(self, request: GiftRequest, scope: str) -> None:
+        self.request = request
+        self.scope = scope
+        self.gift_coins = 0
+        self.diamonds = 0
+        self.wallet_owner = ""
+        self.lots: Sequence[tuple[str, int]] = ()
+        self.risk: Sequence[tuple[str, str, str]] = ()
+        self.gift_id = ""
 
 
 def stable_id(prefix: str, *parts: str) -> str:
@@ -711,11 +716,12 @@ class EconomyService:
                   f"at most {self.options.gift_batch_requests_max} gift requests per batch")
         results: list[Result | None] = [self._gift_problem(r) for r in requests]
         todo = [i for i, result in enumerate(results) if result is None]
-        owners = {acc.owner_of_team(r.team_id) if r.team_id else acc.owner_of_user(r.sender_id)
-                  for r in (requests[i] for i in todo)}
+        wallets = {(r.team_id, r.sender_id) for r in (requests[i] for i in todo)}
+        creators = {requests[i].creator_id for i in todo}
         self.book.open([acc.COIN_REDEEMED, acc.DIAMOND_ISSUANCE]
-                       + [acc.wallet(owner) for owner in owners]
-                       + [acc.held(requests[i].creator_id) for i in todo])
+                       + [acc.wallet(acc.owner_of_team(team) if team else acc.owner_of_user(user))
+                          for team, user in wallets]
+                       + [acc.held(creator) for creator in creators])
         if todo:
             done = self.run(lambda tx: self._gift_batch(tx, [requests[i] for i in todo]))
             batch = done if isinstance(done, list) else [done] * len(todo)
@@ -900,6 +906,10 @@ def receipt_number(order_id: str) -> str:
     return "R-" + order_id.removeprefix("ord_").upper()
 
 
+_NO_LIMITS: Final = (None, None)
+_NO_LINKS: Final[frozenset[tuple[str, str]]] = frozenset()
+
+
 def _budget_owner(team_id: str, user_id: str) -> str:
     return f"team:{team_id}:member:{user_id}"
 
@@ -913,8 +923,6 @@ class _GiftWrites:
         self.now = service.clock_ms()
         self.gifts: list[tuple[Any, ...]] = []
         self.pieces: list[tuple[str, str, int]] = []
-        self.lots: dict[str, int] = {}
-        self.counters: dict[tuple[str, str], int] = {}
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.risk: list[tuple[str, str, str]] = []
 
@@ -927,16 +935,7 @@ class _GiftWrites:
             plan.gift_id, request.sender_id, plan.wallet_owner, request.creator_id,
             request.target_kind, request.target_id, request.gift_id, request.count,
             plan.gift_coins, plan.diamonds, request.streak_id, now, now + hold_days * DAY_MS))
-        for lot_id, coins in plan.lots:
-            self.pieces.append((plan.gift_id, lot_id, coins))
-            self.lots[lot_id] = self.lots.get(lot_id, 0) + coins
-        owners = [acc.owner_of_user(request.sender_id)]
-        if request.team_id:
-            owners.append(_budget_owner(request.team_id, request.sender_id))
-        for owner in owners:
-            for period in context.periods(context.users[request.sender_id]):
-                self.counters[owner, period] = self.counters.get((owner, period), 0) + \
-                    plan.gift_coins
+        self.pieces.extend((plan.gift_id, lot_id, coins) for lot_id, coins in plan.lots)
         self.risk.extend(plan.risk)
         self.events.append((f"{request.target_kind}:{request.target_id}", {
             "gift": plan.gift_id, "sender": request.sender_id, "creator": request.creator_id,
@@ -945,21 +944,35 @@ class _GiftWrites:
             "streak_id": request.streak_id, "at_ms": now}))
 
     def stage(self, tx: EconomyTx) -> None:
-        """Stage everything collected, parents before children."""
+        """Stage everything collected, parents before children.
+
+        The lots and counters move by what the batch's plans took from them: every plan that
+        took something succeeded (the batch checked the ledger agreed), so the batch's running
+        state less what was loaded is exactly what to write.
+        """
+        context = self.context
         tx.insert_many("gifts", _GIFT_COLUMNS, self.gifts)
         tx.insert_many("gift_lots", ("gift_id", "lot_id", "coins"), self.pieces)
-        tx.add_many("lots", ("id",), ("remaining",),
-                    [(-coins, lot_id) for lot_id, coins in sorted(self.lots.items())])
-        tx.add_many("spend_counters", ("owner", "metric", "period"), ("amount",),
-                    [(coins, owner, "gifted", period)
-                     for (owner, period), coins in sorted(self.counters.items())], upsert=True)
+        tx.add_many("lots", ("id",), ("remaining",), sorted(
+            (view.remaining - context.loaded_lots[view.id], view.id)
+            for views in context.lots.values() for view in views
+            if view.remaining != context.loaded_lots[view.id]))
+        tx.add_many("spend_counters", ("owner", "metric", "period"), ("amount",), sorted(
+            (coins - context.loaded_counts.get(key, 0), key[0], "gifted", key[1])
+            for key, coins in context.counted.items()
+            if coins != context.loaded_counts.get(key, 0)), upsert=True)
         for user_id, rule, reason in self.risk:
             self.service.hold(tx, user_id, rule, reason)
-        if self.events:
-            first = tx.next_ids(len(self.events))
+        # One outbox row per stream or video of the batch, its gifts in order: consumers fan
+        # events out in frames anyway, and a row per gift would cost a write per gift.
+        frames: dict[str, list[dict[str, Any]]] = {}
+        for subject, payload in self.events:
+            frames.setdefault(subject, []).append(payload)
+        if frames:
+            first = tx.next_ids(len(frames))
             tx.insert_many("outbox", ("id", "topic", "subject", "payload", "created_at_ms"), [
-                (first + n, "gift", subject, orjson.dumps(payload).decode(), self.now)
-                for n, (subject, payload) in enumerate(self.events)])
+                (first + n, "gifts", subject, orjson.dumps({"gifts": gifts}).decode(), self.now)
+                for n, (subject, gifts) in enumerate(frames.items())])
 
 
 _GIFT_COLUMNS: Final = ("id", "sender_id", "wallet_owner", "creator_id", "target_kind",
@@ -977,12 +990,15 @@ class _GiftContext:
         self.lots: dict[str, list[LotView]] = {}
         self.links: dict[str, set[tuple[str, str]]] = {}
         self.members: dict[tuple[str, str], Row] = {}
-        self.spent: dict[tuple[str, str], int] = {}
-        """Coins counted by earlier plans of this batch, by (counter owner, period)."""
-        self.used: dict[tuple[str, str], int] = {}
-        """Coins counted before this batch, by (counter owner, period)."""
+        self.counted: dict[tuple[str, str], int] = {}
+        """Coins counted by (counter owner, period): what was committed before this batch,
+        plus what its earlier plans took."""
         self.limits: dict[str, list[Row]] = {}
-        self._periods: dict[str, tuple[str, str]] = {}
+        self.loaded_lots: dict[str, int] = {}
+        """Each lot's unspent coins as read, before this batch's plans took any."""
+        self.loaded_counts: dict[tuple[str, str], int] = {}
+        """The counters as read, before this batch's plans counted anything."""
+        self._dates: dict[str, tuple[date, tuple[str, str]]] = {}
         self._ages: dict[str, int] = {}
         self._regions: dict[str, Region] = {}
         self._diamonds: dict[tuple[str, int], int] = {}
@@ -1019,6 +1035,7 @@ class _GiftContext:
         for row in lots:
             context.lots.setdefault(row["owner"], []).append(
                 LotView(row["id"], row["seq"], row["remaining"]))
+            context.loaded_lots[row["id"]] = row["remaining"]
         context.load_limits(senders, plans)
         people = sorted(set(context.users))
         for row in tx.rows_in("user_links", "user_id", people):
@@ -1039,7 +1056,8 @@ class _GiftContext:
         if periods:
             for row in tx.rows("spend_counters", {"owner in": sorted(set(counter_owners)),
                                                   "metric": "gifted", "period in": periods}):
-                self.used[row["owner"], row["period"]] = row["amount"]
+                self.counted[row["owner"], row["period"]] = row["amount"]
+        self.loaded_counts = dict(self.counted)
 
     def plan(self, plan: _GiftPlan) -> tuple[str, str] | None:
         """Decide one gift against the batch's state, and take its lots if it succeeds."""
@@ -1074,7 +1092,6 @@ class _GiftContext:
 
     def _eligibility(self, request: GiftRequest, sender: Row,  # noqa: PLR0911 -- a return per rule
                      creator: Row) -> tuple[str, str] | None:
-        service = self.service
         region = self.region(sender)
         if sender["frozen"] or creator["frozen"]:
             return (codes.ACCOUNT_FROZEN, "the sender or the creator is frozen")
@@ -1084,10 +1101,13 @@ class _GiftContext:
             return (codes.GIFT_DISABLED, (f"gift {request.gift_id} is disabled in "
                                          f"{sender['region']}"))
         if request.count > region.gift_count_max:
-            return (codes.VALIDATION_ERROR, f"count is at most {region.gift_count_max}")
+            return (codes.GIFT_COUNT_EXCEEDED,
+                    f"count is at most {region.gift_count_max} in {sender['region']}")
         age = self._ages.get(sender["id"])
         if age is None:
-            age = self._ages[sender["id"]] = service.age(sender, self.now)
+            today = self._today(sender["time_zone"])[0]
+            age = self._ages[sender["id"]] = age_on(date.fromisoformat(sender["birth_date"]),
+                                                    today)
         if age < region.min_age_gift:
             return (codes.UNDERAGE, f"senders must be {region.min_age_gift}+")
         if request.target_kind == "video":
@@ -1118,10 +1138,13 @@ class _GiftContext:
         if in_force is None:
             in_force = self._in_force[request.sender_id] = service.limits_in_force(
                 sender, self.limits.get(request.sender_id, ()), "gifted")
-        refusal = service.check_limits("gifted", plan.gift_coins, in_force,
-                                       self._used(owner, day, month), (day, month))
-        if refusal is not None or not request.team_id:
-            return refusal
+        if in_force != _NO_LIMITS:
+            refusal = service.check_limits("gifted", plan.gift_coins, in_force,
+                                           self._used(owner, day, month), (day, month))
+            if refusal is not None:
+                return refusal
+        if not request.team_id:
+            return None
         member = self.members[request.team_id, request.sender_id]
         used = self._used(_budget_owner(request.team_id, request.sender_id), day, month)
         for period, column, code in ((day, "budget_daily_coins", codes.TEAM_BUDGET_DAILY),
@@ -1169,28 +1192,36 @@ class _GiftContext:
         return found
 
     def periods(self, user: Row) -> tuple[str, str]:
-        """The user's day and month periods, computed once per batch."""
-        found = self._periods.get(user["id"])
+        """The user's day and month periods (the same for everyone in one time zone)."""
+        return self._today(user["time_zone"])[1]
+
+    def _today(self, time_zone: str) -> tuple[date, tuple[str, str]]:
+        """The date in ``time_zone`` and its counter periods, computed once per batch."""
+        found = self._dates.get(time_zone)
         if found is None:
-            found = self._periods[user["id"]] = self.service.periods(user)
+            today = local_date(self.now, time_zone)
+            found = self._dates[time_zone] = (today, (day_period(today), month_period(today)))
         return found
 
     def _used(self, owner: str, day: str, month: str) -> dict[str, int]:
-        return {period: self.used.get((owner, period), 0) + self.spent.get((owner, period), 0)
-                for period in (day, month)}
+        counted = self.counted
+        return {day: counted.get((owner, day), 0), month: counted.get((owner, month), 0)}
 
     def _count_batch(self, plan: _GiftPlan, sender: Row) -> None:
-        request = plan.request
-        owners = [acc.owner_of_user(request.sender_id)]
+        request, counted, coins = plan.request, self.counted, plan.gift_coins
+        day, month = self.periods(sender)
+        owner = acc.owner_of_user(request.sender_id)
+        counted[owner, day] = counted.get((owner, day), 0) + coins
+        counted[owner, month] = counted.get((owner, month), 0) + coins
         if request.team_id:
-            owners.append(_budget_owner(request.team_id, request.sender_id))
-        for owner in owners:
-            for period in self.periods(sender):
-                self.spent[owner, period] = self.spent.get((owner, period), 0) + plan.gift_coins
+            budget = _budget_owner(request.team_id, request.sender_id)
+            counted[budget, day] = counted.get((budget, day), 0) + coins
+            counted[budget, month] = counted.get((budget, month), 0) + coins
 
     def _risk(self, plan: _GiftPlan, sender: Row, creator: Row) -> list[tuple[str, str, str]]:
         options, hits = self.service.options, []
-        shared = self.links.get(sender["id"], set()) & self.links.get(creator["id"], set())
+        links = self.links
+        shared = links and links.get(sender["id"], _NO_LINKS) & links.get(creator["id"], _NO_LINKS)
         if shared:
             kind, _ = min(shared)
             hits.append((creator["id"], "linked_self_gift",

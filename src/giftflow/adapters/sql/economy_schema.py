@@ -100,7 +100,7 @@ _TABLES: Final = (
         released {int} NOT NULL DEFAULT 0 CHECK (released IN (0, 1)),
         reversed_diamonds {int} NOT NULL DEFAULT 0 CHECK (reversed_diamonds >= 0),
         reversed {int} NOT NULL DEFAULT 0 CHECK (reversed IN (0, 1))
-    ){keyed}""",
+    )""",
     "CREATE INDEX gifts_maturity ON gifts (creator_id, released, matures_at_ms)",
     "CREATE INDEX gifts_target ON gifts (target_kind, target_id, created_at_ms)",
     """CREATE TABLE gift_lots (
