@@ -41,7 +41,8 @@ def take_fifo(lots: Sequence[LotView], coins: int, *, spend: bool = False
         left -= part
     if left:
         return None
-    invariant(sum(part for _, part in taken) == coins, "FIFO parts sum to the coins spent")
+    # ``left`` fell from ``coins`` by each part taken, so the parts sum to the coins spent.
+    invariant(left == 0 and bool(taken), "FIFO parts sum to the coins spent")
     if spend:
         parts = dict(taken)
         for lot in lots:

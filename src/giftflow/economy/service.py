@@ -778,15 +778,14 @@ class EconomyService:
         if refusal is not None:
             return Operation(scope, request.key, "gift", fields, (), refusal=refusal,
                              actor=f"user:{request.sender_id}", request_id=request.request_id)
-        ids = context.account_id
-        legs = (TransferRequest("COIN", ids(acc.wallet(plan.wallet_owner)),
-                                ids(acc.COIN_REDEEMED), plan.gift_coins, "gift",
+        wallet_id, redeemed_id, issuance_id, held_id = context.gift_accounts(
+            plan.wallet_owner, request.creator_id)
+        legs = (TransferRequest("COIN", wallet_id, redeemed_id, plan.gift_coins, "gift",
                                 shortfall_code=codes.INSUFFICIENT_COINS),
-                TransferRequest("DIAMOND", ids(acc.DIAMOND_ISSUANCE),
-                                ids(acc.held(request.creator_id)), plan.diamonds, "gift"))
+                TransferRequest("DIAMOND", issuance_id, held_id, plan.diamonds, "gift"))
         plan.gift_id = context.new_gift_id()
         response = {"gift": plan.gift_id, "coins": plan.gift_coins,
-                    "diamonds": plan.diamonds, "lots": [[lot, n] for lot, n in plan.lots]}
+                    "diamonds": plan.diamonds, "lots": plan.lots}
         return Operation(scope, request.key, "gift", fields,
                          legs if plan.diamonds else legs[:1],
                          actor=f"user:{request.sender_id}", request_id=request.request_id,
@@ -1005,7 +1004,7 @@ class _GiftContext:
         self._gift_ids_next = self._gift_ids_end = 0
         self._gifts_planned = 0
         self._in_force: dict[str, tuple[int | None, int | None]] = {}
-        self._account_ids: dict[AccountKey, int] = {}
+        self._gift_accounts: dict[tuple[str, str], tuple[int, int, int, int]] = {}
         self.now = service.clock_ms()
 
     @classmethod
@@ -1184,11 +1183,15 @@ class _GiftContext:
         self._gift_ids_next += 1
         return gift_id
 
-    def account_id(self, key: AccountKey) -> int:
-        """An account's id, looked up once per batch."""
-        found = self._account_ids.get(key)
+    def gift_accounts(self, wallet_owner: str, creator_id: str) -> tuple[int, int, int, int]:
+        """The ids of a gift's four accounts: wallet, redeemed, diamond issuance, held."""
+        found = self._gift_accounts.get((wallet_owner, creator_id))
         if found is None:
-            found = self._account_ids[key] = self.service.ids((key,))[0]
+            wallet, redeemed, issuance, held = self.service.ids((
+                acc.wallet(wallet_owner), acc.COIN_REDEEMED, acc.DIAMOND_ISSUANCE,
+                acc.held(creator_id)))
+            found = self._gift_accounts[wallet_owner, creator_id] = (
+                wallet, redeemed, issuance, held)
         return found
 
     def periods(self, user: Row) -> tuple[str, str]:
