@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from giftflow.adapters.sql.db import Trace
+from giftflow.adapters.sql.db import Trace, send_batch
 from giftflow.bench.resources import ServerProbe, process_wait_s
 
 SQLITE_PRAGMAS = (
@@ -51,7 +51,9 @@ class Step:
     sql: str
     params: Any
     group: tuple[Step, ...] = ()
-    """For a PostgreSQL pipeline (``sql`` is ``queries`` or ``write``): the calls it sends."""
+    """For a PostgreSQL round trip (``sql`` is ``queries`` or ``write``): the calls it sends."""
+    raw_group: tuple[tuple[str, str, Any], ...] = ()
+    """The same calls as recorded (``?`` placeholders), as ``send_batch`` takes them."""
 
     def flat(self) -> tuple[Step, ...]:
         """This step, or the calls of its pipeline."""
@@ -123,7 +125,8 @@ def prepare(traces: Sequence[Trace], dialect: str) -> Replay:
                     raise ReplayError(f"unexpected pipeline {sql!r} for {dialect}")
                 group = tuple(_step(call_kind, call_sql, call_params, dialect)
                               for call_kind, call_sql, call_params in params)
-                steps.append(Step(many=False, sql=sql, params=None, group=group))
+                steps.append(Step(many=False, sql=sql, params=None, group=group,
+                                  raw_group=tuple(params)))
             else:
                 steps.append(_step(kind, sql, params, dialect))
         lanes.append(tuple(steps))
@@ -188,22 +191,11 @@ class Stopwatch:
 
 
 def _run_pipeline(cursor: Any, step: Step) -> None:  # noqa: ANN401 -- psycopg's cursor
-    """One PostgreSQL pipeline, sent the way giftflow's ``Db`` sends it."""
-    connection = cursor.connection
-    if step.sql == "queries":
-        with connection.pipeline() as pipeline:
-            cursors = [connection.execute(call.sql, call.params) for call in step.group]
-            pipeline.sync()
-        for each in cursors:
-            if each.description is not None:
-                each.fetchall()
-        return
-    with connection.pipeline(), connection.cursor() as writer:
-        for call in step.group:
-            if call.many:
-                writer.executemany(call.sql, call.params)
-            else:
-                writer.execute(call.sql, call.params)
+    """One PostgreSQL round trip of several statements, sent as giftflow's ``Db`` sends it.
+
+    That is the driver's client-side binding of them all into one query (``send_batch``).
+    """
+    send_batch(cursor.connection, step.raw_group)
 
 
 def run_steps(cursor: Any, steps: tuple[Step, ...],  # noqa: ANN401 -- either driver's cursor

@@ -55,6 +55,48 @@ def _rows(cursor: Any) -> list[tuple[Any, ...]]:  # noqa: ANN401 -- psycopg's cu
     return rows
 
 
+def send_batch(raw: psycopg.Connection[Any], calls: Sequence[Step]) -> list[list[tuple[Any, ...]]]:
+    """Send PostgreSQL calls in one round trip, as one simple-protocol query; their rows.
+
+    The parameters are bound on the client (``ClientCursor``), so the statements travel as one
+    ``Query`` message, separated by semicolons: the server runs them in order and answers once.
+    An ``executemany`` becomes one statement per row. Measured here, this costs about a fifth of
+    a pipeline of the same statements, whose per-statement protocol messages dominate a small
+    transaction. Returns the rows of each statement sent (``[]`` for statements without rows).
+    """
+    parts: list[str] = []
+    params: list[Any] = []
+    for kind, sql, values in calls:
+        statement = _client_sql(sql)
+        if kind == "executemany":
+            for row in values:
+                parts.append(statement)
+                params.extend(row)
+        else:
+            parts.append(statement)
+            params.extend(values or ())
+    cursor = psycopg.ClientCursor(raw)
+    try:
+        cursor.execute(";\n".join(parts), params or None)
+        results = [_rows(cursor)]
+        while cursor.nextset():
+            results.append(_rows(cursor))
+    finally:
+        cursor.close()
+    return results
+
+
+_CLIENT_SQL: dict[str, str] = {}
+
+
+def _client_sql(sql: str) -> str:
+    """``sql`` with ``?`` placeholders as psycopg's ``%s`` (and a literal ``%`` escaped)."""
+    converted = _CLIENT_SQL.get(sql)
+    if converted is None:
+        converted = _CLIENT_SQL[sql] = sql.replace("%", "%%").replace("?", "%s")
+    return converted
+
+
 def _reraise(error: Exception) -> NoReturn:
     """Raise a lost race as :class:`StoreConflict`, and any other error as it is."""
     if _is_conflict(error):
@@ -140,15 +182,11 @@ class Db:
         batch = [(self.dialect.begin, ())] if self._begin_pending else []
         batch.extend((sql, tuple(params)) for sql, params in statements)
         self._begin_pending = False
+        calls: list[Step] = [("execute", sql, params) for sql, params in batch]
         if self.trace is not None:
-            self.trace.append(("pipeline", "queries",
-                               [("execute", sql, params) for sql, params in batch]))
+            self.trace.append(("pipeline", "queries", calls))
         try:
-            with self.raw.pipeline() as pipeline:
-                cursors = [self.raw.execute(self._convert(sql), params or None)
-                           for sql, params in batch]
-                pipeline.sync()
-            results = [_rows(cursor) for cursor in cursors]
+            results = send_batch(self.raw, calls)
         except psycopg.Error as error:
             _reraise(error)
         return results[len(batch) - len(statements):]
@@ -168,12 +206,7 @@ class Db:
         if self.trace is not None:
             self.trace.append(("pipeline", "write", calls))
         try:
-            with self.raw.pipeline(), self.raw.cursor() as cursor:
-                for kind, sql, params in calls:
-                    if kind == "execute":
-                        cursor.execute(self._convert(sql), params or None)
-                    else:
-                        cursor.executemany(self._convert(sql), params)
+            send_batch(self.raw, calls)
         except psycopg.Error as error:
             _reraise(error)
         if commit:

@@ -10,6 +10,7 @@ advisory lock per idempotency key, so that a concurrent duplicate in another pro
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -180,21 +181,23 @@ class Dialect:
         """How this dialect sends ``statement`` for each of ``rows``.
 
         SQLite binds each row in-process, so ``executemany`` is its cheapest form. PostgreSQL
-        pays per statement, and all of a write travels in one pipeline:
+        pays per statement, and all of a write travels as one query (see ``Db``):
         - from :data:`BULK_ROWS_MIN` rows, the ``bulk`` form reads every row from arrays with
-          ``unnest`` (measured here: 23 % more gifts per second in batches of 1,000, but 5 %
-          fewer one gift at a time, where dumping the arrays costs more than it saves);
-        - below :data:`EXECUTEMANY_ROWS_MIN` rows, one plain execute per row, because
-          ``executemany`` inside a pipeline opens a pipeline of its own;
-        - otherwise ``executemany``.
+          ``unnest`` (measured here: 23 % more gifts per second in batches of 1,000);
+        - fewer rows of an ``INSERT … VALUES`` go as one statement with a row of values each;
+        - otherwise one statement per row.
         """
         if not rows:
             return []
         if self.name == "postgresql":
             if bulk is not None and len(rows) >= BULK_ROWS_MIN:
                 return [("execute", bulk, _columns(rows))]
-            if len(rows) < EXECUTEMANY_ROWS_MIN:
-                return [("execute", statement, row) for row in rows]
+            multi = _MULTI_VALUES.fullmatch(statement)
+            if multi is not None and len(rows) > 1:
+                values = ", ".join([multi.group(2)] * len(rows))
+                return [("execute", f"{multi.group(1)}{values}{multi.group(3)}",
+                         [value for row in rows for value in row])]
+            return [("execute", statement, row) for row in rows]
         return [("executemany", statement, rows)]
 
     def insert(self, table: str, columns: Sequence[str]) -> str:
@@ -203,12 +206,11 @@ class Dialect:
         return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
 
 
+_MULTI_VALUES = re.compile(r"(INSERT INTO .*? VALUES )(\((?:\?, )*\?\))(.*)", re.DOTALL)
+"""An ``INSERT … VALUES (?, …)`` (with anything after, such as ``ON CONFLICT``)."""
+
 BULK_ROWS_MIN = 16
 """From this many rows on, PostgreSQL writes a table's rows with one ``unnest`` statement."""
-
-EXECUTEMANY_ROWS_MIN = 8
-"""Below this many rows, PostgreSQL sends one execute per row inside its write pipeline."""
-
 
 def _columns(rows: Sequence[Sequence[Any]]) -> tuple[list[Any], ...]:
     """Rows turned into one list per column, for ``unnest``."""
