@@ -31,8 +31,8 @@ Step = tuple[str, str, Any]
 Trace = list[Step]
 """Recorded driver calls: ``(kind, sql, parameters)``. Kind ``execute`` or ``executemany`` is one
 call. Kind ``pipeline`` (PostgreSQL) holds, in place of parameters, a list of such calls sent in
-one round trip: ``queries`` (each on its own cursor, rows read after the sync) or ``write`` (one
-cursor, ending with ``COMMIT``)."""
+one round trip by :func:`send_batch`: ``queries`` (the rows of each are read) or ``write``
+(ending with ``COMMIT``)."""
 
 _CONFLICTS: tuple[type[Exception], ...] = (
     psycopg.errors.UniqueViolation,
@@ -174,7 +174,7 @@ class Db:
                 ) -> list[list[tuple[Any, ...]]]:
         """Run statements in order and return each one's rows.
 
-        On PostgreSQL they travel in one round trip (pipeline mode), together with a ``BEGIN``
+        On PostgreSQL they travel in one round trip (:func:`send_batch`), together with a ``BEGIN``
         that :meth:`begin` left pending.
         """
         if self.dialect.name == "sqlite":
@@ -213,7 +213,7 @@ class Db:
             self._ended()
 
     def _pipeline_calls(self, steps: list[Step], *, commit: bool) -> list[Step]:
-        """The calls of a PostgreSQL write pipeline: a pending ``BEGIN``, the steps, ``COMMIT``."""
+        """A PostgreSQL write round trip's calls: a pending ``BEGIN``, the steps, ``COMMIT``."""
         calls: list[Step] = []
         if self._begin_pending:
             calls.append(("execute", self.dialect.begin, ()))
