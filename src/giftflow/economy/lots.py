@@ -21,43 +21,45 @@ class LotView:
     remaining: int
 
 
-def take_fifo(lots: Sequence[LotView], coins: int, *, spend: bool = False
+def take_fifo(lots: list[LotView], coins: int, *, spend: bool = False
               ) -> list[tuple[str, int]] | None:
     """Which lots pay ``coins``, oldest first, as ``(lot id, coins)``; ``None`` if they can't.
 
     ``lots`` must be in FIFO order. With ``spend`` the views' ``remaining`` go down by what was
-    taken (only when the lots can pay); otherwise the views are not changed.
+    taken (only when the lots can pay), and lots used up are dropped from the front of the list,
+    so that the next spend does not walk over them; otherwise nothing is changed.
     """
     invariant(coins > 0, "a spend takes at least one coin")
-    taken: list[tuple[str, int]] = []
+    parts: list[tuple[LotView, int]] = []
     left = coins
     for lot in lots:
-        if left == 0:
-            break
         if lot.remaining <= 0:
             continue
         part = min(lot.remaining, left)
-        taken.append((lot.id, part))
+        parts.append((lot, part))
         left -= part
+        if left == 0:
+            break
     if left:
         return None
     # ``left`` fell from ``coins`` by each part taken, so the parts sum to the coins spent.
-    invariant(left == 0 and bool(taken), "FIFO parts sum to the coins spent")
+    invariant(left == 0 and bool(parts), "FIFO parts sum to the coins spent")
     if spend:
-        parts = dict(taken)
-        for lot in lots:
-            if lot.id in parts:
-                lot.remaining -= parts.pop(lot.id)
-            if not parts:
-                break
-    return taken
+        for lot, part in parts:
+            lot.remaining -= part
+        spent = 0
+        while spent < len(lots) and lots[spent].remaining <= 0:
+            spent += 1
+        if spent:
+            del lots[:spent]
+    return [(lot.id, part) for lot, part in parts]
 
 
 @dataclass(frozen=True, slots=True)
 class SpentPiece:
     """Coins of a lot that paid for one gift, and what that gift earned."""
 
-    gift_id: str
+    gift_id: int
     creator_id: str
     coins: int
     """Coins of this lot in the gift, not reversed yet."""
@@ -73,7 +75,7 @@ class SpentPiece:
 class Recovery:
     """What a reversal takes back for one gift."""
 
-    gift_id: str
+    gift_id: int
     creator_id: str
     coins: int
     """Coins of the gift reversed."""

@@ -262,7 +262,7 @@ class _Reversal:
             tx.add("gifts", {"id": gift_id}, {"reversed_diamonds": sign * diamonds})
             if sign > 0:
                 tx.update("gifts", {"id": gift_id}, {"reversed": 1})
-            self.service.emit(tx, "gift_reversed" if sign > 0 else "gift_restored", gift_id,
+            self.service.emit(tx, "gift_reversed" if sign > 0 else "gift_restored", str(gift_id),
                               {"gift": gift_id, "creator": creator_id, "coins": coins,
                                "diamonds": diamonds, "cause": cause})
 

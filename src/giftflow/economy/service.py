@@ -132,7 +132,7 @@ class _GiftPlan:
         self.wallet_owner = ""
         self.lots: Sequence[tuple[str, int]] = ()
         self.risk: Sequence[tuple[str, str, str]] = ()
-        self.gift_id = ""
+        self.gift_id = 0
 
 
 def stable_id(prefix: str, *parts: str) -> str:
@@ -921,7 +921,7 @@ class _GiftWrites:
         self.context = context
         self.now = service.clock_ms()
         self.gifts: list[tuple[Any, ...]] = []
-        self.pieces: list[tuple[str, str, int]] = []
+        self.pieces: list[tuple[int, str, int]] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.risk: list[tuple[str, str, str]] = []
 
@@ -953,9 +953,9 @@ class _GiftWrites:
         tx.insert_many("gifts", _GIFT_COLUMNS, self.gifts)
         tx.insert_many("gift_lots", ("gift_id", "lot_id", "coins"), self.pieces)
         tx.add_many("lots", ("id",), ("remaining",), sorted(
-            (view.remaining - context.loaded_lots[view.id], view.id)
-            for views in context.lots.values() for view in views
-            if view.remaining != context.loaded_lots[view.id]))
+            (view.remaining - loaded, lot_id)
+            for lot_id, (view, loaded) in context.loaded_lots.items()
+            if view.remaining != loaded))
         tx.add_many("spend_counters", ("owner", "metric", "period"), ("amount",), sorted(
             (coins - context.loaded_counts.get(key, 0), key[0], "gifted", key[1])
             for key, coins in context.counted.items()
@@ -993,8 +993,9 @@ class _GiftContext:
         """Coins counted by (counter owner, period): what was committed before this batch,
         plus what its earlier plans took."""
         self.limits: dict[str, list[Row]] = {}
-        self.loaded_lots: dict[str, int] = {}
-        """Each lot's unspent coins as read, before this batch's plans took any."""
+        self.loaded_lots: dict[str, tuple[LotView, int]] = {}
+        """Each lot's view, and its unspent coins as read before this batch's plans took any
+        (spending drops used-up views from :attr:`lots`, never from here)."""
         self.loaded_counts: dict[tuple[str, str], int] = {}
         """The counters as read, before this batch's plans counted anything."""
         self._dates: dict[str, tuple[date, tuple[str, str]]] = {}
@@ -1032,9 +1033,9 @@ class _GiftContext:
         invariant(len(lots) <= service.options.lots_read_max,
                   "more unspent lots than lots_read_max in one batch")
         for row in lots:
-            context.lots.setdefault(row["owner"], []).append(
-                LotView(row["id"], row["seq"], row["remaining"]))
-            context.loaded_lots[row["id"]] = row["remaining"]
+            view = LotView(row["id"], row["seq"], row["remaining"])
+            context.lots.setdefault(row["owner"], []).append(view)
+            context.loaded_lots[row["id"]] = (view, row["remaining"])
         context.load_limits(senders, plans)
         people = sorted(set(context.users))
         for row in tx.rows_in("user_links", "user_id", people):
@@ -1168,18 +1169,18 @@ class _GiftContext:
             found = self._diamonds[key] = self.region(creator).diamonds_for(coins)
         return found
 
-    def new_gift_id(self) -> str:
-        """A time-ordered gift id: ``gft_`` and 19 digits.
+    def new_gift_id(self) -> int:
+        """A time-ordered gift id from the store's id blocks, like the ledger's own ids.
 
-        Gift rows and their lot pieces then land at the right edge of their indexes. A retry
-        gets the id from the stored response of the first attempt, so it need not be derived
-        from the key.
+        Gift rows and their lot pieces then land at the right edge of their indexes (in SQLite
+        the id is the row id itself). A retry gets the id from the stored response of the first
+        attempt, so it need not be derived from the key.
         """
         if self._gift_ids_next >= self._gift_ids_end:
             count = max(self._gifts_planned, 1)
             self._gift_ids_next = self.tx.next_ids(count)
             self._gift_ids_end = self._gift_ids_next + count
-        gift_id = f"gft_{self._gift_ids_next:019d}"
+        gift_id = self._gift_ids_next
         self._gift_ids_next += 1
         return gift_id
 

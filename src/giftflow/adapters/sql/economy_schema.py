@@ -84,7 +84,7 @@ _TABLES: Final = (
     )""",
     "CREATE INDEX lots_fifo ON lots (owner, seq) ",
     """CREATE TABLE gifts (
-        id TEXT PRIMARY KEY,
+        id {int} PRIMARY KEY,
         sender_id TEXT NOT NULL,
         wallet_owner TEXT NOT NULL,
         creator_id TEXT NOT NULL,
@@ -104,7 +104,7 @@ _TABLES: Final = (
     "CREATE INDEX gifts_maturity ON gifts (creator_id, released, matures_at_ms)",
     "CREATE INDEX gifts_target ON gifts (target_kind, target_id, created_at_ms)",
     """CREATE TABLE gift_lots (
-        gift_id TEXT NOT NULL REFERENCES gifts (id),
+        gift_id {int} NOT NULL REFERENCES gifts (id),
         lot_id TEXT NOT NULL REFERENCES lots (id),
         coins {int} NOT NULL CHECK (coins > 0),
         reversed_coins {int} NOT NULL DEFAULT 0 CHECK (reversed_coins >= 0),
