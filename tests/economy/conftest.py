@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from economy_env import Clock, EconomyEnv
+from paypal_server import PayPalServer
 
 from giftflow.adapters.providers.simulator import SimulatorPayouts
 from giftflow.adapters.sql.store import SqlStore
@@ -28,3 +31,10 @@ def env(store: SqlStore) -> EconomyEnv:
                              options=EconomyOptions(demo_mode=True), clock_ms=clock)
     return EconomyEnv(store, service, Payouts(service, {"simulator": simulator}), simulator,
                       clock)
+
+
+@pytest.fixture
+def paypal() -> Iterator[PayPalServer]:
+    """A local server speaking PayPal's Payouts API."""
+    with PayPalServer() as server:
+        yield server

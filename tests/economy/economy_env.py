@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import pyotp
+from paypal_server import CLIENT_ID_DEFAULT, CLIENT_SECRET_DEFAULT, PayPalServer
 
+from giftflow.adapters.providers.paypal import PayPalPayouts
 from giftflow.adapters.providers.simulator import SimulatorPayouts
 from giftflow.adapters.sql.store import SqlStore
+from giftflow.economy.accounts import AccountKey
 from giftflow.economy.payouts import Payouts
 from giftflow.economy.periods import local_date
 from giftflow.economy.service import EconomyService, GiftRequest
@@ -98,6 +101,21 @@ class EconomyEnv:
         assert user is not None
         return self.service.release_matured(
             creator, local_date(self.clock(), user["time_zone"]))[-1]
+
+    def balance(self, key: AccountKey) -> int:
+        """The posted balance of a ledger account (opened, at 0, if it never was)."""
+        self.service.book.open([key])
+        account = self.service.ledger.account(self.service.ids([key])[0])
+        assert account is not None
+        return account.posted
+
+    def paypal_payouts(self, server: PayPalServer, timeout_s: float = 2.0) -> Payouts:
+        """Payout workers whose ``paypal`` method is a fresh client of the local PayPal server
+        (what a restarted process has).
+        """
+        adapter = PayPalPayouts(base_url=server.base_url, client_id=CLIENT_ID_DEFAULT,
+                                client_secret=CLIENT_SECRET_DEFAULT, timeout_s=timeout_s)
+        return Payouts(self.service, {"paypal": adapter})
 
     def verify_ok(self) -> None:
         """``ledger verify`` passes, lot consumption included."""

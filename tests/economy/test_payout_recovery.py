@@ -7,32 +7,15 @@ same database, as a new process would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from economy_env import EconomyEnv
-from paypal_server import CLIENT_ID_DEFAULT, CLIENT_SECRET_DEFAULT, PayPalServer
+from paypal_server import PayPalServer
 
-from giftflow.adapters.providers.paypal import PayPalPayouts
-from giftflow.economy.payouts import Payouts
 from giftflow.economy.service import GiftRequest
 from giftflow.ledger import Applied
 
 CONFETTI = 5585
 
 
-@pytest.fixture
-def paypal() -> Iterator[PayPalServer]:
-    """A local server speaking PayPal's Payouts API."""
-    with PayPalServer() as server:
-        yield server
-
-
-def workers(env: EconomyEnv, server: PayPalServer) -> Payouts:
-    """Fresh payout workers with a fresh PayPal client: what a restarted process has."""
-    adapter = PayPalPayouts(base_url=server.base_url, client_id=CLIENT_ID_DEFAULT,
-                            client_secret=CLIENT_SECRET_DEFAULT, timeout_s=1.0)
-    return Payouts(env.service, {"paypal": adapter})
 
 
 def requested(env: EconomyEnv, server: PayPalServer) -> str:
@@ -43,7 +26,8 @@ def requested(env: EconomyEnv, server: PayPalServer) -> str:
     assert env.service.send_gift(GiftRequest("fan", "star", CONFETTI, 50, "live", "g")).ok
     env.clock.advance(days=8)
     env.release("star")
-    result = workers(env, server).request("star", 25_000_000, "paypal", env.totp("star"), "p")
+    payouts = env.paypal_payouts(server, timeout_s=1.0)
+    result = payouts.request("star", 25_000_000, "paypal", env.totp("star"), "p")
     assert isinstance(result, Applied), result
     return str(result.response["payout"])
 
@@ -56,14 +40,14 @@ def test_a_lost_answer_then_a_restart_pays_once(env: EconomyEnv, paypal: PayPalS
     """
     payout_id = requested(env, paypal)
     paypal.drop_next(endpoint="create")
-    [row] = workers(env, paypal).process()
+    [row] = env.paypal_payouts(paypal, timeout_s=1.0).process()
     assert row["status"] == "submitting"
     assert env.service.wallet("star")["diamonds_reserved"] == 25_000_000
     assert len(paypal.payouts) == 1
-    restarted = workers(env, paypal)
+    restarted = env.paypal_payouts(paypal, timeout_s=1.0)
     assert restarted.poll()[0]["status"] == "submitted"
     paypal.set_status(payout_id, "SUCCESS")
-    assert workers(env, paypal).poll()[0]["status"] == "paid"
+    assert env.paypal_payouts(paypal, timeout_s=1.0).poll()[0]["status"] == "paid"
     assert len(paypal.payouts) == 1
     wallet = env.service.wallet("star")
     assert (wallet["diamonds"], wallet["diamonds_reserved"]) == (0, 0)
@@ -78,15 +62,15 @@ def test_an_outage_keeps_the_reservation_until_the_provider_answers(
     """
     payout_id = requested(env, paypal)
     paypal.fail_next(6, status=503)
-    assert workers(env, paypal).process()[0]["status"] == "submitting"
+    assert env.paypal_payouts(paypal, timeout_s=1.0).process()[0]["status"] == "submitting"
     for _ in range(2):
-        assert workers(env, paypal).poll()[0]["status"] == "submitting"
+        assert env.paypal_payouts(paypal, timeout_s=1.0).poll()[0]["status"] == "submitting"
     assert env.service.wallet("star")["diamonds_reserved"] == 25_000_000
     assert paypal.payouts == []
-    statuses = [workers(env, paypal).poll()[0]["status"] for _ in range(4)]
+    statuses = [env.paypal_payouts(paypal, timeout_s=1.0).poll()[0]["status"] for _ in range(4)]
     assert statuses[-1] == "submitted", statuses
     paypal.set_status(payout_id, "SUCCESS")
-    assert workers(env, paypal).poll()[0]["status"] == "paid"
+    assert env.paypal_payouts(paypal, timeout_s=1.0).poll()[0]["status"] == "paid"
     assert len(paypal.payouts) == 1
     env.verify_ok()
 
@@ -97,9 +81,9 @@ def test_a_denied_payout_after_a_restart_returns_the_diamonds(
     voided once and the creator can withdraw the 2,500 diamonds again.
     """
     payout_id = requested(env, paypal)
-    assert workers(env, paypal).process()[0]["status"] == "submitted"
+    assert env.paypal_payouts(paypal, timeout_s=1.0).process()[0]["status"] == "submitted"
     paypal.set_status(payout_id, "DENIED")
-    assert workers(env, paypal).poll()[0]["status"] == "failed"
-    assert workers(env, paypal).poll() == []
+    assert env.paypal_payouts(paypal, timeout_s=1.0).poll()[0]["status"] == "failed"
+    assert env.paypal_payouts(paypal, timeout_s=1.0).poll() == []
     assert env.service.wallet("star")["diamonds_withdrawable"] == 25_000_000
     env.verify_ok()

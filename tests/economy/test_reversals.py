@@ -16,13 +16,6 @@ def _notify(env: EconomyEnv, order_id: str, kind: PaymentEventKind, amount: int)
     assert result.ok, result
 
 
-def _clearing(env: EconomyEnv) -> int:
-    key = acc.provider_clearing("USD", "simulator")
-    env.service.book.open([key])
-    account = env.service.ledger.account(env.service.ids([key])[0])
-    assert account is not None
-    return account.posted
-
 
 def test_a_refund_after_a_chargeback_takes_nothing_twice(env: EconomyEnv) -> None:
     """After a 749-cent chargeback of a 700-coin order, a 749-cent refund of the same order
@@ -36,7 +29,7 @@ def test_a_refund_after_a_chargeback_takes_nothing_twice(env: EconomyEnv) -> Non
     assert env.service.simulate_payment(order_id).ok
     _notify(env, order_id, PaymentEventKind.DISPUTE_OPENED, 749)
     _notify(env, order_id, PaymentEventKind.REFUNDED, 749)
-    assert _clearing(env) == 0
+    assert env.balance(acc.provider_clearing("USD", "simulator")) == 0
     assert env.service.wallet("fan")["coin_debt"] == 0
     [lot] = env.store.read("lots", {"id": order_id})
     assert lot["reversed_coins"] == 700
@@ -56,7 +49,7 @@ def test_a_won_dispute_frees_the_order_for_a_later_refund(env: EconomyEnv) -> No
     _notify(env, order_id, PaymentEventKind.DISPUTE_WON, 749)
     _notify(env, order_id, PaymentEventKind.REFUNDED, 300)
     assert env.service.wallet("fan")["coins"] == 700 - 280
-    assert _clearing(env) == -749 + 300
+    assert env.balance(acc.provider_clearing("USD", "simulator")) == -749 + 300
     env.verify_ok()
 
 

@@ -84,13 +84,6 @@ def order(env, channel: str, user: str = "alice", key: str = "store-order-1") ->
     return str(placed.response["order_id"])
 
 
-def posted(env, key: acc.AccountKey) -> int:
-    """The posted balance of a ledger account (opened if it was not yet)."""
-    env.service.book.open([key])
-    account = env.service.ledger.account(env.service.book.id(key))
-    assert account is not None
-    return account.posted
-
 
 def coins(env, user: str = "alice") -> int:
     """The user's coin balance."""
@@ -150,9 +143,9 @@ def test_apple_transaction_credits_coins_receipt_and_store_commission(env, chain
     assert (receipt["channel"], receipt["provider"], receipt["payment_ref"], receipt["coins"],
             receipt["price_minor"], receipt["currency"]) == (
         "ios", "apple", TRANSACTION_ID, COINS, PRICE_MINOR, "USD")
-    assert posted(env, acc.store_fees("USD", "apple")) == STORE_FEE_MINOR
-    assert posted(env, acc.provider_clearing("USD", "apple")) == -PRICE_MINOR
-    assert posted(env, acc.cash("USD")) == PRICE_MINOR - STORE_FEE_MINOR
+    assert env.balance(acc.store_fees("USD", "apple")) == STORE_FEE_MINOR
+    assert env.balance(acc.provider_clearing("USD", "apple")) == -PRICE_MINOR
+    assert env.balance(acc.cash("USD")) == PRICE_MINOR - STORE_FEE_MINOR
     row = order_row(env, order_id)
     assert (row["status"], row["payment_ref"]) == ("paid", TRANSACTION_ID)
     env.verify_ok()
@@ -172,7 +165,7 @@ def test_apple_replayed_transaction_credits_nothing_more(env, chain, apple):
     assert again.replayed and again.response == first.response
     assert coins(env) == COINS
     assert len(env.store.read("receipts", {"order_id": order_id})) == 1
-    assert posted(env, acc.store_fees("USD", "apple")) == STORE_FEE_MINOR
+    assert env.balance(acc.store_fees("USD", "apple")) == STORE_FEE_MINOR
     env.verify_ok()
 
 
@@ -220,9 +213,9 @@ def test_apple_refund_notification_reverses_the_purchase(env, chain, apple):
     assert result.response["coins"] == COINS
     assert coins(env) == 0
     assert order_row(env, order_id)["refunded_minor"] == PRICE_MINOR
-    assert posted(env, acc.store_fees("USD", "apple")) == 0
-    assert posted(env, acc.provider_clearing("USD", "apple")) == 0
-    assert posted(env, acc.cash("USD")) == 0
+    assert env.balance(acc.store_fees("USD", "apple")) == 0
+    assert env.balance(acc.provider_clearing("USD", "apple")) == 0
+    assert env.balance(acc.cash("USD")) == 0
     again = env.service.handle_payment(refund)
     assert isinstance(again, Applied) and again.replayed
     assert coins(env) == 0
@@ -246,7 +239,7 @@ def test_apple_refund_before_the_purchase_waits_and_applies_when_it_lands(env, c
     assert done["status"] == "done"
     assert order_row(env, order_id)["refunded_minor"] == PRICE_MINOR
     assert len(env.store.read("reversals", {"order_id": order_id})) == 1
-    assert posted(env, acc.store_fees("USD", "apple")) == 0
+    assert env.balance(acc.store_fees("USD", "apple")) == 0
     env.verify_ok()
 
 
@@ -290,8 +283,8 @@ def test_google_purchase_credits_coins_books_fees_and_is_consumed_once(env, play
     (receipt,) = env.store.read("receipts", {"order_id": order_id})
     assert (receipt["channel"], receipt["provider"], receipt["payment_ref"]) == (
         "android", "google", PURCHASE_TOKEN)
-    assert posted(env, acc.store_fees("USD", "google")) == STORE_FEE_MINOR
-    assert posted(env, acc.provider_clearing("USD", "google")) == -PRICE_MINOR
+    assert env.balance(acc.store_fees("USD", "google")) == STORE_FEE_MINOR
+    assert env.balance(acc.provider_clearing("USD", "google")) == -PRICE_MINOR
     assert play.consumptions == [PURCHASE_TOKEN]
     assert play.purchase(PURCHASE_TOKEN).consumption_state == 1
     retry = google_confirm(google, order_id)
@@ -320,8 +313,8 @@ def test_google_voided_purchase_reverses_the_coins(env, play, google):
     result = env.service.handle_payment(refund)
     assert isinstance(result, Applied) and result.response["order_id"] == order_id, result
     assert coins(env) == 0
-    assert posted(env, acc.store_fees("USD", "google")) == 0
-    assert posted(env, acc.provider_clearing("USD", "google")) == 0
+    assert env.balance(acc.store_fees("USD", "google")) == 0
+    assert env.balance(acc.provider_clearing("USD", "google")) == 0
     env.verify_ok()
 
 

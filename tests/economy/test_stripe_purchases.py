@@ -86,13 +86,6 @@ def deliver(env, webhooks: StripeWebhooks, body: bytes, header: str | None = Non
     return env.service.handle_payment(parsed)
 
 
-def posted(env, key: acc.AccountKey) -> int:
-    """The posted balance of a ledger account (opened if it was not yet)."""
-    env.service.book.open([key])
-    account = env.service.ledger.account(env.service.book.id(key))
-    assert account is not None
-    return account.posted
-
 
 def coins(env, user: str = "alice") -> int:
     """The user's coin balance."""
@@ -112,9 +105,9 @@ def test_valid_signed_payment_credits_coins_receipt_and_ledger_once(env, webhook
     assert (receipt["buyer_id"], receipt["coins"], receipt["price_minor"], receipt["currency"],
             receipt["provider"], receipt["payment_ref"], receipt["channel"]) == (
         "alice", COINS, PRICE_MINOR, "USD", "stripe", "pi_one", "web")
-    assert posted(env, acc.provider_clearing("USD", "stripe")) == -PRICE_MINOR
-    assert posted(env, acc.card_fees("USD", "stripe")) == CARD_FEE_MINOR
-    assert posted(env, acc.cash("USD")) == PRICE_MINOR - CARD_FEE_MINOR
+    assert env.balance(acc.provider_clearing("USD", "stripe")) == -PRICE_MINOR
+    assert env.balance(acc.card_fees("USD", "stripe")) == CARD_FEE_MINOR
+    assert env.balance(acc.cash("USD")) == PRICE_MINOR - CARD_FEE_MINOR
     (paid,) = env.store.read("orders", {"id": order_id})
     assert paid["status"] == "paid" and paid["payment_ref"] == "pi_one"
     env.verify_ok()
@@ -130,7 +123,7 @@ def test_replayed_event_credits_nothing_more(env, webhooks):
     assert again.replayed and again.response == first.response
     assert coins(env) == COINS
     assert len(env.store.read("receipts", {"order_id": order_id})) == 1
-    assert posted(env, acc.provider_clearing("USD", "stripe")) == -PRICE_MINOR
+    assert env.balance(acc.provider_clearing("USD", "stripe")) == -PRICE_MINOR
     env.verify_ok()
 
 
@@ -202,7 +195,7 @@ def test_wrong_amount_or_currency_is_a_stored_payment_mismatch(env, webhooks, ch
     assert coins(env) == 0
     assert env.store.read("receipts", {"order_id": order_id}) == []
     assert env.store.read("orders", {"id": order_id})[0]["status"] == "open"
-    assert posted(env, acc.provider_clearing("USD", "stripe")) == 0
+    assert env.balance(acc.provider_clearing("USD", "stripe")) == 0
     env.verify_ok()
 
 
@@ -224,7 +217,7 @@ def test_refund_before_payment_waits_and_applies_when_the_payment_arrives(env, w
     (done,) = env.store.read("payment_events", {"provider": "stripe", "event_id": "evt_refund"})
     assert done["status"] == "done"
     assert env.store.read("orders", {"id": order_id})[0]["refunded_minor"] == 300
-    assert posted(env, acc.provider_clearing("USD", "stripe")) == -PRICE_MINOR + 300
+    assert env.balance(acc.provider_clearing("USD", "stripe")) == -PRICE_MINOR + 300
     env.verify_ok()
 
 
@@ -240,7 +233,7 @@ def test_refund_after_payment_is_pro_rata_and_replay_safe(env, webhooks):
     assert isinstance(replay, Applied) and replay.replayed and coins(env) == 420
     full = deliver(env, webhooks, refunded("pi_one", "evt_r2", PRICE_MINOR))
     assert isinstance(full, Applied) and coins(env) == 0
-    assert posted(env, acc.provider_clearing("USD", "stripe")) == 0
+    assert env.balance(acc.provider_clearing("USD", "stripe")) == 0
     env.verify_ok()
 
 

@@ -14,16 +14,12 @@ Every example runs on SQLite and on PostgreSQL, and ends with ``ledger verify`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-import pytest
 from economy_env import EconomyEnv
-from paypal_server import CLIENT_ID_DEFAULT, CLIENT_SECRET_DEFAULT, PayPalServer
+from paypal_server import PayPalServer
 
-from giftflow.adapters.providers.paypal import PayPalPayouts
 from giftflow.economy import accounts as acc
-from giftflow.economy.payouts import Payouts
 from giftflow.economy.providers import PaymentEvent, PaymentEventKind
 from giftflow.economy.service import GiftRequest
 from giftflow.ledger import Applied, Failure
@@ -33,13 +29,6 @@ CONFETTI = 5585
 ROSE = 5655
 """The 1-coin Rose."""
 
-
-def balance(env: EconomyEnv, key: acc.AccountKey) -> int:
-    """The posted balance of an account (0 when it was never opened)."""
-    env.service.book.open([key])
-    account = env.service.ledger.account(env.service.ids([key])[0])
-    assert account is not None
-    return account.posted
 
 
 def paid_order(env: EconomyEnv, buyer: str, pack: str, channel: str) -> str:
@@ -93,11 +82,11 @@ def seed_example(env: EconomyEnv, region: str, channel: str, provider_fees: acc.
     value = env.service.economy.region(region).diamonds_to_cash(gift.response["diamonds"])
     env.verify_ok()
     return Split(
-        price=-balance(env, acc.provider_clearing(currency, "simulator")),
-        store_or_card_fee=balance(env, provider_fees),
-        tax=balance(env, acc.tax(currency)),
-        platform_net=balance(env, acc.cash(currency)),
-        creator_diamonds=balance(env, acc.held("star")),
+        price=-env.balance(acc.provider_clearing(currency, "simulator")),
+        store_or_card_fee=env.balance(provider_fees),
+        tax=env.balance(acc.tax(currency)),
+        platform_net=env.balance(acc.cash(currency)),
+        creator_diamonds=env.balance(acc.held("star")),
         creator_cash_value=value.cash_minor,
     )
 
@@ -178,7 +167,7 @@ def test_chargeback_while_the_creators_diamonds_are_still_held(env: EconomyEnv) 
         "coins": 0, "coin_debt": 0, "diamonds_held": 0, "diamonds": 0,
         "diamonds_withdrawable": 0, "diamonds_reserved": 0}
     assert env.service.wallet("star")["diamonds_held"] == 0
-    assert balance(env, acc.cash("USD")) == -52
+    assert env.balance(acc.cash("USD")) == -52
     [gift] = env.store.read("gifts", {"sender_id": "fan"})
     assert (gift["reversed"], gift["reversed_diamonds"]) == (1, 2_500_000)
     assert [row["topic"] for row in env.store.read("outbox", {"topic": "gift_reversed"})] == [
@@ -220,7 +209,7 @@ def test_chargeback_after_payout_under_the_debt_policy(env: EconomyEnv) -> None:
     paid_order(env, "fan", "web-700", "web")
     assert (env.service.wallet("fan")["coins"], env.service.wallet("fan")["coin_debt"]) == (
         0, 4_300)
-    assert balance(env, acc.COIN_LOSS) == 0
+    assert env.balance(acc.COIN_LOSS) == 0
     env.verify_ok()
 
 
@@ -232,10 +221,10 @@ def test_chargeback_after_payout_under_the_absorb_policy(env: EconomyEnv) -> Non
     result = paid_out_then_charged_back(env, "DE", "web-17500", 20_624, "EUR")
     assert (result.response["unspent"], result.response["left"], result.response["policy"]) == (
         12_500, 5_000, "absorb")
-    assert balance(env, acc.COIN_LOSS) == -5_000
+    assert env.balance(acc.COIN_LOSS) == -5_000
     assert env.service.wallet("fan")["coin_debt"] == 0
-    assert balance(env, acc.tax("EUR")) == 0
-    assert balance(env, acc.provider_clearing("EUR", "simulator")) == 0
+    assert env.balance(acc.tax("EUR")) == 0
+    assert env.balance(acc.provider_clearing("EUR", "simulator")) == 0
     env.verify_ok()
 
 
@@ -253,7 +242,7 @@ def test_a_won_dispute_restores_what_it_took(env: EconomyEnv) -> None:
     assert won.response["restored"] == 1
     assert env.service.wallet("fan")["coins"] == 200
     assert env.service.wallet("star")["diamonds_held"] == 2_500_000
-    assert balance(env, acc.cash("USD")) == 697
+    assert env.balance(acc.cash("USD")) == 697
     [gift] = env.store.read("gifts", {"sender_id": "fan"})
     assert gift["reversed_diamonds"] == 0
     env.verify_ok()
@@ -290,23 +279,11 @@ def test_a_payout_from_request_to_paid(env: EconomyEnv) -> None:
     assert payout["status"] == "paid"
     wallet = env.service.wallet("star")
     assert (wallet["diamonds"], wallet["diamonds_reserved"]) == (500_000, 0)
-    assert balance(env, acc.payout_clearing("USD", "simulator")) == 1_250
+    assert env.balance(acc.payout_clearing("USD", "simulator")) == 1_250
     assert env.simulator.paid_count() == 1
     env.verify_ok()
 
 
-@pytest.fixture
-def paypal() -> Iterator[PayPalServer]:
-    """A local server speaking PayPal's Payouts API."""
-    with PayPalServer() as server:
-        yield server
-
-
-def paypal_payouts(env: EconomyEnv, server: PayPalServer) -> Payouts:
-    """The economy's payouts with PayPal (pointed at the local server) as the method."""
-    adapter = PayPalPayouts(base_url=server.base_url, client_id=CLIENT_ID_DEFAULT,
-                            client_secret=CLIENT_SECRET_DEFAULT, timeout_s=2.0)
-    return Payouts(env.service, {"paypal": adapter})
 
 
 def test_a_payout_that_fails_at_the_provider_returns_to_the_balance(
@@ -315,7 +292,7 @@ def test_a_payout_that_fails_at_the_provider_returns_to_the_balance(
     voided, the 2,500 diamonds are withdrawable again and no cash left the platform.
     """
     earn(env)
-    payouts = paypal_payouts(env, paypal)
+    payouts = env.paypal_payouts(paypal)
     request = payouts.request("star", 25_000_000, "paypal", env.totp("star"), "cash-out")
     assert isinstance(request, Applied), request
     assert payouts.process()[0]["status"] == "submitted"
@@ -324,7 +301,7 @@ def test_a_payout_that_fails_at_the_provider_returns_to_the_balance(
     assert payouts.poll()[0]["status"] == "failed"
     wallet = env.service.wallet("star")
     assert (wallet["diamonds_withdrawable"], wallet["diamonds_reserved"]) == (25_000_000, 0)
-    assert balance(env, acc.payout_clearing("USD", "paypal")) == 0
+    assert env.balance(acc.payout_clearing("USD", "paypal")) == 0
     assert len(paypal.payouts) == 1
     env.verify_ok()
 
@@ -336,7 +313,7 @@ def test_a_paypal_returned_item_is_credited_back_by_a_new_operation(
     $12.50 back to the platform's cash. The posted transfer is never voided.
     """
     earn(env)
-    payouts = paypal_payouts(env, paypal)
+    payouts = env.paypal_payouts(paypal)
     request = payouts.request("star", 25_000_000, "paypal", env.totp("star"), "cash-out")
     assert isinstance(request, Applied), request
     payouts.process()
@@ -348,7 +325,7 @@ def test_a_paypal_returned_item_is_credited_back_by_a_new_operation(
     assert returned is not None
     assert returned["status"] == "returned"
     assert env.service.wallet("star")["diamonds_withdrawable"] == 25_000_000
-    assert balance(env, acc.payout_clearing("USD", "paypal")) == 0
+    assert env.balance(acc.payout_clearing("USD", "paypal")) == 0
     assert payouts.check_paid(request.response["payout"]) is None  # credited once only
     assert len(paypal.payouts) == 1
     env.verify_ok()

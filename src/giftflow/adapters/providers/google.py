@@ -69,7 +69,8 @@ from urllib.parse import quote
 
 import httpx
 
-from giftflow.adapters.providers._http import parse_json, read_bounded
+from giftflow.adapters.providers._http import clip as _clip
+from giftflow.adapters.providers._http import exchange, parse_json
 from giftflow.economy.providers import PaymentEvent, PaymentEventKind, ProviderFailure
 
 PROVIDER: Final = "google"
@@ -83,7 +84,6 @@ PURCHASE_TOKEN_CHARS_MAX: Final = 4096
 VOIDED_PAGE_RESULTS_MAX: Final = 1000
 """Google's largest ``maxResults`` for voided purchases."""
 
-DETAIL_CHARS_MAX: Final = 500
 
 _PURCHASED, _CANCELED, _PENDING = 0, 1, 2
 _ACKNOWLEDGED = 1
@@ -350,18 +350,13 @@ class GooglePlayPurchases:
         if json_body is not None:
             headers["Content-Type"] = "application/json"
             content = json.dumps(json_body).encode()
-        try:
-            with self._client.stream(method, self._base_url + path, params=params,
-                                     headers=headers, content=content) as response:
-                body = read_bounded(response, self._response_bytes_max, self._timeout_s)
-                if isinstance(body, ProviderFailure):
-                    return body
-                status_code = response.status_code
-        except httpx.TimeoutException:
-            return ProviderFailure("unavailable", f"no answer: timed out after {self._timeout_s} s")
-        except httpx.RequestError as error:
-            return ProviderFailure("unavailable", _clip(f"no answer: {type(error).__name__}"))
-        parsed = parse_json(bytes(body))
+        answer = exchange(self._client, method, self._base_url + path,
+                          bytes_max=self._response_bytes_max, timeout_s=self._timeout_s,
+                          params=params, headers=headers, content=content)
+        if isinstance(answer, ProviderFailure):
+            return answer
+        status_code, body = answer
+        parsed = parse_json(body)
         if status_code == _HTTP_OK and parsed is None and body.strip():
             return ProviderFailure("unavailable", "no answer: the body is not JSON")
         return _Reply(status_code, parsed)
@@ -413,10 +408,6 @@ def _describe(reply: _Reply) -> str:
     if isinstance(message, str) and message:
         text += f": {message}"
     return _clip(text)
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= DETAIL_CHARS_MAX else text[: DETAIL_CHARS_MAX - 1] + "…"
 
 
 

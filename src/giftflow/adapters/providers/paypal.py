@@ -67,7 +67,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from giftflow.adapters.providers._http import parse_json, read_bounded
+from giftflow.adapters.providers._http import clip as _clip
+from giftflow.adapters.providers._http import exchange, parse_json
 from giftflow.economy.providers import (
     PayoutRequest,
     PayoutState,
@@ -107,7 +108,6 @@ _UNDECIDED_ERROR_NAMES: Final = frozenset({
     "INTERNAL_SERVER_ERROR", "INTERNAL_ERROR", "SERVICE_UNAVAILABLE", "REQUEST_TIMEOUT_EXCEEDED",
     "RATE_LIMIT_REACHED", "RATE_LIMIT_VALIDATION_FAILURES",
 })
-_DETAIL_CHARS_MAX: Final = 500
 _CREDENTIALS_REFUSED: Final = frozenset({400, 401, 403})
 _HTTP_OK: Final = 200
 _HTTP_CREATED: Final = 201
@@ -166,11 +166,6 @@ def _objects(value: object, *keys: str) -> list[object]:
     if not isinstance(found, list):
         return []
     return [entry for entry in found if isinstance(entry, dict)]
-
-
-def _clip(text: str) -> str:
-    """``text`` cut to the detail bound."""
-    return text if len(text) <= _DETAIL_CHARS_MAX else text[: _DETAIL_CHARS_MAX - 1] + "…"
 
 
 def _describe_error(reply: _Reply) -> str:
@@ -467,21 +462,15 @@ class PayPalPayouts:
     ) -> _Reply | ProviderFailure:
         """One HTTP exchange within ``timeout_s`` and ``response_bytes_max``."""
         deadline = time.monotonic() + self._timeout_s
-        try:
-            with self._client.stream(
-                method, self._base_url + path, headers={**headers, "Accept-Encoding": "identity"},
-                content=content, data=form, auth=auth, timeout=self._timeout,
-            ) as response:
-                body = read_bounded(response, self._response_bytes_max, self._timeout_s,
-                                    deadline)
-                if isinstance(body, ProviderFailure):
-                    return body
-                status_code = response.status_code
-        except httpx.TimeoutException:
-            return ProviderFailure("unavailable", f"no answer: timed out after {self._timeout_s} s")
-        except httpx.RequestError as error:
-            return ProviderFailure("unavailable", _clip(f"no answer: {type(error).__name__}"))
-        return _Reply(status_code, parse_json(bytes(body)))
+        answer = exchange(self._client, method, self._base_url + path,
+                          bytes_max=self._response_bytes_max, timeout_s=self._timeout_s,
+                          deadline=deadline,
+                          headers={**headers, "Accept-Encoding": "identity"}, content=content,
+                          data=form, auth=auth, timeout=self._timeout)
+        if isinstance(answer, ProviderFailure):
+            return answer
+        status_code, body = answer
+        return _Reply(status_code, parse_json(body))
 
 
 
