@@ -17,16 +17,21 @@ def _notify(env: EconomyEnv, order_id: str, kind: PaymentEventKind, amount: int)
 
 
 
+def _bought(env: EconomyEnv, pack: str, key: str) -> str:
+    """The fan's paid order of ``pack`` (simulator provider)."""
+    order = env.service.create_order("fan", "web", pack, "simulator", key)
+    assert isinstance(order, Applied)
+    assert env.service.simulate_payment(order.response["order_id"]).ok
+    return str(order.response["order_id"])
+
+
 def test_a_refund_after_a_chargeback_takes_nothing_twice(env: EconomyEnv) -> None:
     """After a 749-cent chargeback of a 700-coin order, a 749-cent refund of the same order
     moves nothing: the provider got 749 back once, the lot's 700 coins were reversed once, and
     the buyer owes nothing.
     """
     env.viewer("fan")
-    order = env.service.create_order("fan", "web", "web-700", "simulator", "order-1")
-    assert isinstance(order, Applied)
-    order_id = order.response["order_id"]
-    assert env.service.simulate_payment(order_id).ok
+    order_id = _bought(env, "web-700", "order-1")
     _notify(env, order_id, PaymentEventKind.DISPUTE_OPENED, 749)
     _notify(env, order_id, PaymentEventKind.REFUNDED, 749)
     assert env.balance(acc.provider_clearing("USD", "simulator")) == 0
@@ -41,10 +46,7 @@ def test_a_won_dispute_frees_the_order_for_a_later_refund(env: EconomyEnv) -> No
     reverses floor(700 × 300 / 749) = 280 coins, as if the dispute had never been.
     """
     env.viewer("fan")
-    order = env.service.create_order("fan", "web", "web-700", "simulator", "order-1")
-    assert isinstance(order, Applied)
-    order_id = order.response["order_id"]
-    assert env.service.simulate_payment(order_id).ok
+    order_id = _bought(env, "web-700", "order-1")
     _notify(env, order_id, PaymentEventKind.DISPUTE_OPENED, 749)
     _notify(env, order_id, PaymentEventKind.DISPUTE_WON, 749)
     _notify(env, order_id, PaymentEventKind.REFUNDED, 300)
@@ -59,10 +61,7 @@ def test_a_third_refunded_order_within_30_days_puts_the_buyer_on_hold(env: Econo
     """
     env.viewer("fan")
     for n in range(3):
-        order = env.service.create_order("fan", "web", "web-70", "simulator", f"order-{n}")
-        assert isinstance(order, Applied)
-        order_id = order.response["order_id"]
-        assert env.service.simulate_payment(order_id).ok
+        order_id = _bought(env, "web-70", f"order-{n}")
         _notify(env, order_id, PaymentEventKind.REFUNDED, 74)
         holds = env.store.read("risk_holds", {"user_id": "fan"})
         assert len(holds) == (1 if n == 2 else 0)
