@@ -168,6 +168,7 @@ def economy_liability(data_dir: DataDir = None, db: DatabaseUrl = None) -> None:
     try:
         with err.status("reading lots and balances…"):
             report = liability_report(service)
+            scales = {spec.code: spec.scale for spec in service.ledger.store.ledgers()}
     finally:
         service.ledger.store.close()
     table = Table(title="liability report (minor units shown as decimals)")
@@ -175,9 +176,12 @@ def economy_liability(data_dir: DataDir = None, db: DatabaseUrl = None) -> None:
                    "total", "cash held", "covered"):
         table.add_column(column, justify="right")
     for currency, row in sorted(report.items()):
-        table.add_row(currency, f"{row.unspent_coins:,}", format_minor(row.unspent_coins_minor, 2),
-                      format_minor(row.unpaid_diamonds_minor, 2),
-                      format_minor(row.total_minor, 2), format_minor(row.cash_held_minor, 2),
+        scale = scales[currency]
+        table.add_row(currency, f"{row.unspent_coins:,}",
+                      format_minor(row.unspent_coins_minor, scale),
+                      format_minor(row.unpaid_diamonds_minor, scale),
+                      format_minor(row.total_minor, scale),
+                      format_minor(row.cash_held_minor, scale),
                       "[green]yes[/]" if row.covered else "[red]NO[/]")
     out.print(table)
 
