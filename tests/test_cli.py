@@ -90,11 +90,12 @@ def test_migrate_applies_once(target: Target) -> None:
     """
     first = target.run("migrate")
     assert first.returncode == 0, first.stderr
-    assert "applied migrations 1, 2; schema is at 2" in first.stdout
+    assert "applied migrations 1, 2, 3; schema is at 3" in first.stdout
     second = target.run("migrate")
     assert second.returncode == 0, second.stderr
-    assert "schema is up to date at version 2" in second.stdout
-    assert target.execute("SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
+    assert "schema is up to date at version 3" in second.stdout
+    assert target.execute("SELECT version FROM schema_migrations ORDER BY version") == [
+        (1,), (2,), (3,)]
 
 
 def test_example_then_verify_passes(target: Target) -> None:
@@ -330,3 +331,26 @@ def test_economy_release_liability_and_payouts_run(target: Target) -> None:
     bad_date = target.run("economy", "release", "--date", "Jan 8")
     assert bad_date.returncode == 2
     assert "--date must be YYYY-MM-DD" in bad_date.stderr
+
+
+def test_keys_create_prints_the_key_alone_and_it_authenticates(target: Target) -> None:
+    """``giftflow keys create`` prints only the new key on standard output; the key then
+    authenticates with its role and owner. A role without the owner it needs is refused.
+    """
+    from giftflow.access import AccessService  # noqa: PLC0415
+    from giftflow.adapters.sql.store import SqlStore  # noqa: PLC0415
+
+    made = target.run("keys", "create", "--role", "viewer", "--owner", "fan")
+    assert made.returncode == 0, made.stderr
+    [key] = made.stdout.splitlines()
+    assert key.startswith("gf_")
+    store = SqlStore(target.url)
+    try:
+        principal = AccessService(store).authenticate(key)
+    finally:
+        store.close()
+    assert principal is not None
+    assert (principal.role, principal.owner) == ("viewer", "fan")
+    refused = target.run("keys", "create", "--role", "viewer")
+    assert refused.returncode == 2
+    assert "needs one" in refused.stderr

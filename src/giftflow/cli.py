@@ -25,6 +25,8 @@ bench_app = typer.Typer(help="Benchmarks, each against a bare-SQL baseline from 
 economy_app = typer.Typer(help="Run the economy's daily jobs and reports.", no_args_is_help=True)
 payouts_app = typer.Typer(help="Send payouts to providers and settle them.",
                           no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(economy_app, name="economy")
 app.add_typer(payouts_app, name="payouts")
@@ -106,6 +108,33 @@ def ledger_verify(data_dir: DataDir = None, db: DatabaseUrl = None) -> None:
         out.print("[red]ledger verify: FAILED[/]")
         raise typer.Exit(1)
     out.print("[green]ledger verify: every invariant holds[/]")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="admin, service, creator, moderator or viewer.")],
+    owner: Annotated[str, typer.Option(
+        help="The user id the key acts as (a platform id for service keys; none for admin).")
+    ] = "",
+    label: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
+    data_dir: DataDir = None, db: DatabaseUrl = None,
+) -> None:
+    """Make an API key and print it alone on standard output, once.
+
+    No two-factor code is asked: this is how the first key is made, on the machine itself.
+    """
+    from giftflow.access import ROLES, AccessService  # noqa: PLC0415
+
+    if role not in ROLES or role == "overlay":
+        raise CliError(f"--role is one of admin, service, creator, moderator, viewer; not {role!r}")
+    if (role == "admin") != (owner == ""):
+        raise CliError("an admin key has no --owner; every other role needs one")
+    store = open_store(load_settings(data_dir, db))
+    try:
+        plaintext = AccessService(store).create_key(role, owner, label)
+    finally:
+        store.close()
+    sys.stdout.write(plaintext + "\n")
 
 
 @economy_app.command("check")

@@ -117,3 +117,17 @@ class EconomyStore(Protocol):
     def now_ms(self) -> int:
         """The store's clock."""
         ...
+
+
+class EventSink(Protocol):
+    """Where a transaction's room events go (the live domain's stream logs), if anywhere.
+
+    ``frames`` maps subjects (``stream:<id>``, ``video:<id>``) to (type, data) events, in order.
+    The sink stages what it keeps in the same transaction and returns the rest, which the economy
+    writes to its outbox.
+    """
+
+    def stage(self, tx: EconomyTx, frames: Mapping[str, list[tuple[str, dict[str, Any]]]],
+              now_ms: int) -> Mapping[str, list[tuple[str, dict[str, Any]]]]:
+        """Stage the events of the subjects the sink keeps; return the others."""
+        ...

@@ -256,15 +256,23 @@ class _Reversal:
         tx, lot = self.tx, self.lot
         tx.add("lots", {"id": lot["id"]}, {"remaining": -sign * stored["unspent"],
                                            "reversed_coins": sign * stored["coins"]})
-        for gift_id, creator_id, coins, _, diamonds in stored["recoveries"]:
+        recoveries = stored["recoveries"]
+        targets = {row["id"]: f"{row['target_kind']}:{row['target_id']}" for row in tx.rows_in(
+            "gifts", "id", [r[0] for r in recoveries])} if recoveries else {}
+        kind = "gift_reversed" if sign > 0 else "gift_restored"
+        room_events = []
+        for gift_id, creator_id, coins, _, diamonds in recoveries:
             tx.add("gift_lots", {"gift_id": gift_id, "lot_id": lot["id"]},
                    {"reversed_coins": sign * coins})
             tx.add("gifts", {"id": gift_id}, {"reversed_diamonds": sign * diamonds})
             if sign > 0:
                 tx.update("gifts", {"id": gift_id}, {"reversed": 1})
-            self.service.emit(tx, "gift_reversed" if sign > 0 else "gift_restored", str(gift_id),
-                              {"gift": gift_id, "creator": creator_id, "coins": coins,
-                               "diamonds": diamonds, "cause": cause})
+            data = {"gift": gift_id, "creator": creator_id, "coins": coins,
+                    "diamonds": diamonds, "cause": cause}
+            self.service.emit(tx, kind, str(gift_id), data)
+            room_events.append((targets[gift_id], kind, data))
+        if room_events:
+            self.service.stage_events(tx, room_events, self.service.clock_ms())
 
 
 def plan_from(stored: dict[str, Any]) -> ReversalPlan:

@@ -34,7 +34,7 @@ from giftflow.economy.catalog import GiftCatalog
 from giftflow.economy.config import CHANNELS, Economy, Region
 from giftflow.economy.lots import LotView, take_fifo
 from giftflow.economy.periods import age_on, day_period, local_date, month_period, zone
-from giftflow.economy.ports import EconomyStore, EconomyTx, Row
+from giftflow.economy.ports import EconomyStore, EconomyTx, EventSink, Row
 from giftflow.economy.providers import PaymentEvent, PaymentEventKind
 from giftflow.economy.twofactor import (
     DEFAULT_POLICY,
@@ -161,6 +161,8 @@ class EconomyService:
         self.options = options or EconomyOptions()
         self.clock_ms = clock_ms or store.now_ms
         self.book = AccountBook(ledger)
+        self.event_sink: EventSink | None = None
+        """Where room events go besides the outbox (set by the wiring to the stream logs)."""
 
     # -- the transaction runner -------------------------------------------------------------------
 
@@ -196,6 +198,26 @@ class EconomyService:
     def single(tx: EconomyTx, operation: Operation) -> Result:
         """Apply one operation whose key state the caller checked."""
         return tx.apply_many((operation,))[0]
+
+    def stage_events(self, tx: EconomyTx, events: Sequence[tuple[str, str, dict[str, Any]]],
+                     now_ms: int) -> None:
+        """Stage room events (subject, type, data) of one transaction, one frame per subject.
+
+        The event sink (the live domain's stream logs) takes the subjects it keeps; the rest go to
+        the outbox, one row per subject: consumers fan events out in frames anyway, and a row per
+        event would cost a write per gift.
+        """
+        frames: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for subject, kind, data in events:
+            frames.setdefault(subject, []).append((kind, data))
+        rest = frames if self.event_sink is None else self.event_sink.stage(tx, frames, now_ms)
+        if rest:
+            first = tx.next_ids(len(rest))
+            tx.insert_many("outbox", ("id", "topic", "subject", "payload", "created_at_ms"), [
+                (first + n, "events", subject,
+                 orjson.dumps([{"type": kind, "data": data} for kind, data in subject_events])
+                 .decode(), now_ms)
+                for n, (subject, subject_events) in enumerate(rest.items())])
 
     def emit(self, tx: EconomyTx, topic: str, subject: str, payload: Mapping[str, Any]) -> None:
         """Stage an outbox event in the transaction."""
@@ -922,7 +944,7 @@ class _GiftWrites:
         self.now = service.clock_ms()
         self.gifts: list[tuple[Any, ...]] = []
         self.pieces: list[tuple[int, str, int]] = []
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
         self.risk: list[tuple[str, str, str]] = []
 
     def add(self, plan: _GiftPlan) -> None:
@@ -936,7 +958,7 @@ class _GiftWrites:
             plan.gift_coins, plan.diamonds, request.streak_id, now, now + hold_days * DAY_MS))
         self.pieces.extend((plan.gift_id, lot_id, coins) for lot_id, coins in plan.lots)
         self.risk.extend(plan.risk)
-        self.events.append((f"{request.target_kind}:{request.target_id}", {
+        self.events.append((f"{request.target_kind}:{request.target_id}", "gift", {
             "gift": plan.gift_id, "sender": request.sender_id, "creator": request.creator_id,
             "catalog_gift_id": request.gift_id, "count": request.count,
             "coins": plan.gift_coins, "diamonds": plan.diamonds,
@@ -962,16 +984,7 @@ class _GiftWrites:
             if coins != context.loaded_counts.get(key, 0)), upsert=True)
         for user_id, rule, reason in self.risk:
             self.service.hold(tx, user_id, rule, reason)
-        # One outbox row per stream or video of the batch, its gifts in order: consumers fan
-        # events out in frames anyway, and a row per gift would cost a write per gift.
-        frames: dict[str, list[dict[str, Any]]] = {}
-        for subject, payload in self.events:
-            frames.setdefault(subject, []).append(payload)
-        if frames:
-            first = tx.next_ids(len(frames))
-            tx.insert_many("outbox", ("id", "topic", "subject", "payload", "created_at_ms"), [
-                (first + n, "gifts", subject, orjson.dumps({"gifts": gifts}).decode(), self.now)
-                for n, (subject, gifts) in enumerate(frames.items())])
+        self.service.stage_events(tx, self.events, self.now)
 
 
 _GIFT_COLUMNS: Final = ("id", "sender_id", "wallet_owner", "creator_id", "target_kind",

@@ -225,14 +225,68 @@ written with every gift in their primary key's own B-tree (``WITHOUT ROWID``), o
 to write per row."""
 
 
+_SERVICE_TABLES: Final = (
+    "ALTER TABLE users ADD COLUMN handle TEXT",
+    "ALTER TABLE users ADD COLUMN platform TEXT NOT NULL DEFAULT ''",
+    "CREATE UNIQUE INDEX users_handle ON users (handle)",
+    """CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        secret_hash {blob} NOT NULL,
+        role TEXT NOT NULL
+            CHECK (role IN ('admin', 'service', 'creator', 'moderator', 'viewer', 'overlay')),
+        owner TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        created_at_ms {int} NOT NULL,
+        revoked_at_ms {int}
+    )""",
+    "CREATE INDEX api_keys_owner ON api_keys (owner, role)",
+    """CREATE TABLE moderators (
+        creator_id TEXT NOT NULL REFERENCES users (id),
+        user_id TEXT NOT NULL REFERENCES users (id),
+        created_at_ms {int} NOT NULL,
+        PRIMARY KEY (creator_id, user_id)
+    ){keyed}""",
+    """CREATE TABLE streams (
+        id TEXT PRIMARY KEY,
+        creator_id TEXT NOT NULL REFERENCES users (id),
+        title TEXT NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('native', 'tiktok', 'replay', 'simulated')),
+        status TEXT NOT NULL CHECK (status IN ('scheduled', 'live', 'ended')),
+        last_seq {int} NOT NULL DEFAULT 0 CHECK (last_seq >= 0),
+        created_at_ms {int} NOT NULL,
+        started_at_ms {int},
+        ended_at_ms {int}
+    )""",
+    "CREATE INDEX streams_creator ON streams (creator_id, created_at_ms)",
+    """CREATE TABLE stream_frames (
+        stream_id TEXT NOT NULL REFERENCES streams (id),
+        first_seq {int} NOT NULL CHECK (first_seq >= 1),
+        last_seq {int} NOT NULL,
+        ts_ms {int} NOT NULL,
+        events TEXT NOT NULL,
+        PRIMARY KEY (stream_id, first_seq),
+        CHECK (last_seq >= first_seq)
+    ){keyed}""",
+)
+"""Migration 3: what the HTTP service adds (handles, platforms, API keys and overlay tokens,
+moderators, streams and their gap-free event log, kept as frames: each row is a JSON array of
+consecutive events, ``first_seq`` to ``last_seq``, as a WebSocket client receives them)."""
+
+
 def economy_statements(dialect: str) -> tuple[str, ...]:
     """The statements of migration 2 for ``dialect``."""
     return tuple(statement.format(**TYPES[dialect]) for statement in _TABLES)
 
 
+def service_statements(dialect: str) -> tuple[str, ...]:
+    """The statements of migration 3 for ``dialect``."""
+    return tuple(statement.format(**TYPES[dialect]) for statement in _SERVICE_TABLES)
+
+
 _COLUMN: Final = re.compile(r"^\s+([a-z_]+) (TEXT|\{int\}|\{blob\})", re.MULTILINE)
 _PG_TYPES: Final = {"TEXT": "text", "{int}": "bigint", "{blob}": "bytea"}
 _TABLE: Final = re.compile(r"CREATE TABLE ([a-z_]+)")
+_ADDED: Final = re.compile(r"ALTER TABLE ([a-z_]+) ADD COLUMN ([a-z_]+) (TEXT|\{int\}|\{blob\})")
 _PRIMARY: Final = re.compile(r"PRIMARY KEY \(([a-z_, ]+)\)")
 
 
@@ -245,7 +299,13 @@ def _catalogue() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]
     columns: dict[str, tuple[str, ...]] = {}
     keys: dict[str, tuple[str, ...]] = {}
     types: dict[str, dict[str, str]] = {}
-    for statement in _TABLES:
+    for statement in (*_TABLES, *_SERVICE_TABLES):
+        added = _ADDED.match(statement)
+        if added is not None:
+            name, column, kind = added.groups()
+            columns[name] = (*columns[name], column)
+            types[name][column] = _PG_TYPES[kind]
+            continue
         table = _TABLE.match(statement)
         if table is None:
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from giftflow.adapters.sql.economy_schema import economy_statements
+from giftflow.adapters.sql.economy_schema import economy_statements, service_statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +160,7 @@ _LEDGER_POSTGRESQL = (
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger", _LEDGER_SQLITE, _LEDGER_POSTGRESQL),
     Migration(2, "economy", economy_statements("sqlite"), economy_statements("postgresql")),
+    Migration(3, "service", service_statements("sqlite"), service_statements("postgresql")),
 )
 
 BOOKKEEPING = (

@@ -1,0 +1,156 @@
+"""Streams and their event log.
+
+A stream has a creator, a title, a source and a lifecycle ``scheduled → live → ended``. Every
+event of a stream gets the next ``seq`` of that stream (1, 2, 3… with no gap), assigned in the
+same transaction as the change it reports: the stream row holds ``last_seq`` and is locked while
+events are appended. Events are stored as frames, a JSON array of consecutive events, which is
+what a WebSocket client receives (SPEC.md §4): a batch of gifts to one stream is one frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from giftflow.economy import codes
+from giftflow.economy.ports import EconomyStore, EconomyTx, Row
+from giftflow.invariants import invariant
+from giftflow.ledger import Failure
+
+INVALID_STATE: Final = "invalid_state"
+"""A change that the stream's state does not allow (a gift to a stream that is not live)."""
+
+SOURCES: Final = ("native", "tiktok", "replay", "simulated")
+TITLE_CHARS_MAX: Final = 200
+FRAMES_READ_MAX: Final = 1_000
+"""Frames one read of the log returns."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A stream as the API shows it."""
+
+    id: str
+    creator_id: str
+    title: str
+    source: str
+    status: str
+    last_seq: int
+
+
+def _stream(row: Row) -> Stream:
+    return Stream(row["id"], row["creator_id"], row["title"], row["source"], row["status"],
+                  row["last_seq"])
+
+
+class StreamEvents:
+    """Appends events to streams' logs inside a transaction, with gap-free ``seq``."""
+
+    @staticmethod
+    def append(tx: EconomyTx, stream: Row, events: Sequence[tuple[str, Mapping[str, Any]]],
+               now_ms: int) -> list[dict[str, Any]]:
+        """Append ``events`` (type, data) to a stream whose row the caller locked.
+
+        Returns them with their ``seq``, as one frame.
+        """
+        invariant(bool(events), "a frame holds at least one event")
+        first = stream["last_seq"] + 1
+        frame = [{"stream_id": stream["id"], "seq": first + n, "type": kind, "ts": now_ms,
+                  "data": data} for n, (kind, data) in enumerate(events)]
+        last = first + len(events) - 1
+        tx.insert("stream_frames", {"stream_id": stream["id"], "first_seq": first,
+                                    "last_seq": last, "ts_ms": now_ms,
+                                    "events": orjson.dumps(frame).decode()})
+        tx.update("streams", {"id": stream["id"]}, {"last_seq": last})
+        stream["last_seq"] = last
+        return frame
+
+    def stage(self, tx: EconomyTx, frames: Mapping[str, list[tuple[str, dict[str, Any]]]],
+              now_ms: int) -> Mapping[str, list[tuple[str, dict[str, Any]]]]:
+        """Append a batch's events to their streams' logs, one frame per stream.
+
+        ``frames`` maps ``stream:<id>`` subjects to (type, data) events. Returns the subjects
+        that are not streams of this store (video gifts), for the caller's outbox.
+        """
+        ids = sorted(subject.removeprefix("stream:") for subject in frames
+                     if subject.startswith("stream:"))
+        streams = {row["id"]: row for row in tx.rows_in("streams", "id", ids, order_by=("id",),
+                                                        lock=True)} if ids else {}
+        rest: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+        for subject, events in frames.items():
+            stream = streams.get(subject.removeprefix("stream:"))
+            if stream is None:
+                rest[subject] = events
+                continue
+            self.append(tx, stream, events, now_ms)
+        return rest
+
+
+class Streams:
+    """Creating, starting and ending streams, and reading their event logs."""
+
+    def __init__(self, store: EconomyStore, clock_ms: Any = None) -> None:  # noqa: ANN401
+        self.store = store
+        self.clock_ms = clock_ms or store.now_ms
+        self.events = StreamEvents()
+
+    def create(self, stream_id: str, creator_id: str, title: str,
+               source: str = "native") -> Stream | Failure:
+        """A new stream in ``scheduled``."""
+        if source not in SOURCES or not 0 < len(title) <= TITLE_CHARS_MAX:
+            return Failure(codes.VALIDATION_ERROR,
+                           f"title is 1..{TITLE_CHARS_MAX} characters; source is one of {SOURCES}")
+        with self.store.economy_tx() as tx:
+            creators = tx.rows("users", {"id": creator_id})
+            if not creators or not creators[0]["is_creator"]:
+                return Failure(codes.NOT_FOUND, f"no creator {creator_id}")
+            row = {"id": stream_id, "creator_id": creator_id, "title": title, "source": source,
+                   "status": "scheduled", "last_seq": 0, "created_at_ms": self.clock_ms()}
+            tx.insert("streams", row)
+            tx.commit()
+        return _stream(row)
+
+    def get(self, stream_id: str) -> Stream | None:
+        """One stream, committed."""
+        rows = self.store.read("streams", {"id": stream_id})
+        return _stream(rows[0]) if rows else None
+
+    def start(self, stream_id: str) -> Stream | Failure:
+        """``scheduled → live``, with a ``stream_started`` event."""
+        return self._move(stream_id, "scheduled", "live", "started_at_ms", "stream_started")
+
+    def end(self, stream_id: str) -> Stream | Failure:
+        """``live → ended``, with a ``stream_ended`` event."""
+        return self._move(stream_id, "live", "ended", "ended_at_ms", "stream_ended")
+
+    def _move(self, stream_id: str, before: str, after: str, stamp: str,
+              event: str) -> Stream | Failure:
+        now = self.clock_ms()
+        with self.store.economy_tx() as tx:
+            rows = tx.rows("streams", {"id": stream_id}, lock=True)
+            if not rows:
+                return Failure(codes.NOT_FOUND, f"no stream {stream_id}")
+            stream = rows[0]
+            if stream["status"] != before:
+                return Failure(INVALID_STATE, f"stream {stream_id} is {stream['status']}, "
+                                              f"not {before}")
+            tx.update("streams", {"id": stream_id}, {"status": after, stamp: now})
+            self.events.append(tx, stream, [(event, {"status": after})], now)
+            tx.commit()
+            stream["status"] = after
+        return _stream(stream)
+
+    def frames_after(self, stream_id: str, after_seq: int,
+                     limit: int = FRAMES_READ_MAX) -> list[list[dict[str, Any]]]:
+        """The logged frames holding events after ``after_seq``, those events only, in order."""
+        rows = self.store.read("stream_frames", {"stream_id": stream_id,
+                                                 "last_seq >": after_seq},
+                               order_by=("first_seq",), limit=min(limit, FRAMES_READ_MAX))
+        frames = []
+        for row in rows:
+            events = [event for event in orjson.loads(row["events"]) if event["seq"] > after_seq]
+            frames.append(events)
+        return frames
