@@ -48,6 +48,7 @@ _STATUS: Final = {
     codes.IDEMPOTENCY_CONFLICT: 409,
     codes.IDEMPOTENCY_IN_PROGRESS: 409,
     "invalid_state": 409,
+    codes.HANDLE_TAKEN: 409,
     codes.ORDER_ALREADY_PAID: 409,
     "body_too_large": 413,
     "unsupported_media_type": 415,

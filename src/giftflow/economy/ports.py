@@ -131,3 +131,10 @@ class EventSink(Protocol):
               now_ms: int) -> Mapping[str, list[tuple[str, dict[str, Any]]]]:
         """Stage the events of the subjects the sink keeps; return the others."""
         ...
+
+    def refusals(self, tx: EconomyTx, subjects: Sequence[str]) -> Mapping[str, tuple[str, str]]:
+        """The subjects that cannot take gifts now, with a refusal (code, detail) each.
+
+        For example a stream that does not exist or is not live.
+        """
+        ...

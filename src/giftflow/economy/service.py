@@ -236,16 +236,22 @@ class EconomyService:
         rows = self.store.read("users", {"id": user_id})
         return rows[0] if rows else None
 
-    def register_user(self, user_id: str, *, region: str, time_zone: str, birth_date: date,
-                      is_creator: bool = False, kyc_status: str = "none",
-                      payout_receiver: str = "") -> Result:
-        """Create a user (a viewer, or a creator with ``is_creator``); a retry returns the same."""
+    def register_user(self, user_id: str, *, region: str, time_zone: str,
+                      birth_date: date | None, is_creator: bool = False,
+                      kyc_status: str = "none", payout_receiver: str = "",
+                      handle: str | None = None, platform: str = "") -> Result:
+        """Create a user (a viewer, or a creator with ``is_creator``); a retry returns the same.
+
+        Without a birth date the user's age is unknown, and every age rule refuses them. A
+        ``handle`` is unique; ``platform`` names the service (platform) the user belongs to.
+        """
         problem = self._user_problem(user_id, region, time_zone, kyc_status)
         if problem:
             return Failure(codes.VALIDATION_ERROR, problem)
+        born = "" if birth_date is None else birth_date.isoformat()
         fields = {"user_id": user_id, "region": region, "time_zone": time_zone,
-                  "birth_date": birth_date.isoformat(), "is_creator": is_creator,
-                  "kyc_status": kyc_status, "payout_receiver": payout_receiver}
+                  "birth_date": born, "is_creator": is_creator, "kyc_status": kyc_status,
+                  "payout_receiver": payout_receiver, "handle": handle, "platform": platform}
         owner = acc.owner_of_user(user_id)
         keys = [acc.wallet(owner), acc.coin_debt(owner)]
         if is_creator:
@@ -256,18 +262,22 @@ class EconomyService:
             operation = Operation("system:users", f"register:{user_id}", "register_user",
                                   fields, ())
             if tx.key_states([(operation.scope, operation.key)]).get(
-                    (operation.scope, operation.key)) == "new" and tx.rows(
-                    "users", {"id": user_id}):
-                operation = Operation(operation.scope, operation.key, operation.kind, fields, (),
-                                      refusal=(codes.VALIDATION_ERROR,
-                                               f"user {user_id} already exists"))
+                    (operation.scope, operation.key)) == "new":
+                refusal = None
+                if tx.rows("users", {"id": user_id}):
+                    refusal = (codes.VALIDATION_ERROR, f"user {user_id} already exists")
+                elif handle is not None and tx.rows("users", {"handle": handle}):
+                    refusal = (codes.HANDLE_TAKEN, f"the handle {handle!r} is taken")
+                if refusal is not None:
+                    operation = Operation(operation.scope, operation.key, operation.kind,
+                                          fields, (), refusal=refusal)
             result = self.single(tx, operation)
             if isinstance(result, Applied) and not result.replayed:
                 tx.insert("users", {"id": user_id, "region": region, "time_zone": time_zone,
-                                    "birth_date": birth_date.isoformat(),
-                                    "kyc_status": kyc_status, "is_creator": int(is_creator),
-                                    "payout_receiver": payout_receiver,
-                                    "created_at_ms": self.clock_ms()})
+                                    "birth_date": born, "kyc_status": kyc_status,
+                                    "is_creator": int(is_creator),
+                                    "payout_receiver": payout_receiver, "handle": handle,
+                                    "platform": platform, "created_at_ms": self.clock_ms()})
             tx.commit()
             return result
 
@@ -308,7 +318,9 @@ class EconomyService:
         self.run(work)
 
     def age(self, user: Row, now_ms: int) -> int:
-        """A user's age in whole years today, in their time zone."""
+        """A user's age in whole years today, in their time zone (0 when it is unknown)."""
+        if not user["birth_date"]:
+            return 0
         today = local_date(now_ms, user["time_zone"])
         return age_on(date.fromisoformat(user["birth_date"]), today)
 
@@ -807,7 +819,9 @@ class EconomyService:
                 TransferRequest("DIAMOND", issuance_id, held_id, plan.diamonds, "gift"))
         plan.gift_id = context.new_gift_id()
         response = {"gift": plan.gift_id, "coins": plan.gift_coins,
-                    "diamonds": plan.diamonds, "lots": plan.lots}
+                    "diamonds": plan.diamonds, "lots": plan.lots,
+                    "sender_coins": sum(view.remaining for view in
+                                        context.lots.get(plan.wallet_owner, ()))}
         return Operation(scope, request.key, "gift", fields,
                          legs if plan.diamonds else legs[:1],
                          actor=f"user:{request.sender_id}", request_id=request.request_id,
@@ -1019,6 +1033,8 @@ class _GiftContext:
         self._gifts_planned = 0
         self._in_force: dict[str, tuple[int | None, int | None]] = {}
         self._gift_accounts: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+        self.refused_targets: Mapping[str, tuple[str, str]] = {}
+        """Streams or videos that cannot take gifts now (from the event sink)."""
         self.now = service.clock_ms()
 
     @classmethod
@@ -1050,6 +1066,9 @@ class _GiftContext:
             context.lots.setdefault(row["owner"], []).append(view)
             context.loaded_lots[row["id"]] = (view, row["remaining"])
         context.load_limits(senders, plans)
+        if service.event_sink is not None:
+            context.refused_targets = service.event_sink.refusals(tx, sorted(
+                {f"{p.request.target_kind}:{p.request.target_id}" for p in plans}))
         people = sorted(set(context.users))
         for row in tx.rows_in("user_links", "user_id", people):
             context.links.setdefault(row["user_id"], set()).add(
@@ -1081,7 +1100,8 @@ class _GiftContext:
             missing = request.sender_id if sender is None else request.creator_id
             return (codes.NOT_A_CREATOR if sender is not None and creator is not None
                     else codes.NOT_FOUND, f"no such user or creator: {missing}")
-        refusal = self._eligibility(request, sender, creator)
+        refusal = self._eligibility(request, sender, creator) or self.refused_targets.get(
+            f"{request.target_kind}:{request.target_id}")
         if refusal is not None:
             return refusal
         gift = service.catalog.get(request.gift_id)
@@ -1119,8 +1139,9 @@ class _GiftContext:
         age = self._ages.get(sender["id"])
         if age is None:
             today = self._today(sender["time_zone"])[0]
-            age = self._ages[sender["id"]] = age_on(date.fromisoformat(sender["birth_date"]),
-                                                    today)
+            born = sender["birth_date"]
+            age = self._ages[sender["id"]] = (
+                age_on(date.fromisoformat(born), today) if born else 0)
         if age < region.min_age_gift:
             return (codes.UNDERAGE, f"senders must be {region.min_age_gift}+")
         if request.target_kind == "video":

@@ -68,6 +68,22 @@ class StreamEvents:
         stream["last_seq"] = last
         return frame
 
+    def refusals(self, tx: EconomyTx, subjects: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Streams among ``subjects`` that cannot take gifts: unknown, or not live."""
+        ids = sorted(s.removeprefix("stream:") for s in subjects if s.startswith("stream:"))
+        if not ids:
+            return {}
+        status = {row["id"]: row["status"] for row in tx.rows_in("streams", "id", ids)}
+        refused: dict[str, tuple[str, str]] = {}
+        for stream_id in ids:
+            found = status.get(stream_id)
+            if found is None:
+                refused[f"stream:{stream_id}"] = (codes.NOT_FOUND, f"no stream {stream_id}")
+            elif found != "live":
+                refused[f"stream:{stream_id}"] = (INVALID_STATE,
+                                                  f"stream {stream_id} is {found}, not live")
+        return refused
+
     def stage(self, tx: EconomyTx, frames: Mapping[str, list[tuple[str, dict[str, Any]]]],
               now_ms: int) -> Mapping[str, list[tuple[str, dict[str, Any]]]]:
         """Append a batch's events to their streams' logs, one frame per stream.
