@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Sets up giftflow and runs its main job with embedded defaults (SQLite in ./giftflow-data).
-# Until the HTTP service lands, the main job is the worked example followed by `ledger verify`.
+# Sets up giftflow and starts the service in demo mode with embedded defaults (SQLite in
+# ./giftflow-data) and demo data, printing its addresses and a demo API key. Ctrl-C stops it.
+# Extra arguments go to `giftflow serve` (for example --port 8080).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
 ensure_venv
-.venv/bin/giftflow example "$@"
-.venv/bin/giftflow ledger verify "$@"
+exec .venv/bin/giftflow serve --mode demo "$@"

@@ -354,3 +354,49 @@ def test_keys_create_prints_the_key_alone_and_it_authenticates(target: Target) -
     refused = target.run("keys", "create", "--role", "viewer")
     assert refused.returncode == 2
     assert "needs one" in refused.stderr
+
+
+def test_serve_in_demo_mode_seeds_data_and_answers_over_http(target: Target) -> None:
+    """``giftflow serve --mode demo`` seeds a creator, funded viewers and a live stream, prints
+    its address and a demo key, and serves the API: a viewer's wallet, then a gift.
+    """
+    import json  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "giftflow", "serve", "--mode", "demo", "--port", str(port),
+         *target.options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=target.cwd, env=clean_env(COLUMNS="80"))
+    try:
+        assert server.stdout is not None
+        lines = [server.stdout.readline() for _ in range(5)]
+        assert f"giftflow demo service on http://127.0.0.1:{port}" in lines[0], lines
+        key = next(line.split()[3] for line in lines if "demo API key" in line)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=1):  # noqa: S310
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not answer"
+                time.sleep(0.1)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        wallet = urllib.request.Request(f"{base}/v1/users/demo-viewer-1/wallet",  # noqa: S310
+                                        headers=headers)
+        with urllib.request.urlopen(wallet, timeout=5) as answer:  # noqa: S310
+            assert json.loads(answer.read())["coins"] == 7_000
+        gift = urllib.request.Request(  # noqa: S310
+            f"{base}/v1/streams/demo-stream/gifts", headers=headers, method="POST",
+            data=json.dumps({"sender_id": "demo-viewer-1", "gift_id": 5655,
+                             "count": 2}).encode())
+        with urllib.request.urlopen(gift, timeout=5) as answer:  # noqa: S310
+            assert json.loads(answer.read())["sender_coins"] == 6_998
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

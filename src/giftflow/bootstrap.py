@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gc
 import os
+from typing import TYPE_CHECKING
 
 from giftflow.adapters.providers.paypal import PayPalPayouts
 from giftflow.adapters.providers.simulator import SimulatorPayouts
@@ -13,11 +14,15 @@ from giftflow.adapters.sql.store import SqlStore, StoreOptions
 from giftflow.economy import load_catalog, load_economy
 from giftflow.economy.payouts import Payouts
 from giftflow.economy.providers import PayoutProvider
-from giftflow.economy.service import EconomyOptions, EconomyService
+from giftflow.economy.service import EconomyOptions, EconomyService, GiftRequest
 from giftflow.economy.twofactor import SeedCipher
 from giftflow.ledger import GroupCommitSettings, Ledger, LedgerLimits
 from giftflow.ledger.engine import Limits
+from giftflow.ledger.group_commit import GroupCommitter
 from giftflow.settings import Settings
+
+if TYPE_CHECKING:
+    from giftflow.api.app import Services
 
 GC_GENERATION0_OBJECTS = 50_000
 """Allocations between young-generation collections in a long-running giftflow process."""
@@ -111,3 +116,24 @@ def build_economy(settings: Settings, store: SqlStore | None = None,
     if demo:
         methods.setdefault("simulator", SimulatorPayouts())
     return service, Payouts(service, methods)
+
+
+def build_services(settings: Settings, store: SqlStore | None = None) -> Services:
+    """Everything the HTTP service uses, over one store.
+
+    That is the economy with its payouts, the stream logs as the economy's event sink, API keys,
+    and the gift committer.
+    """
+    from giftflow.access import AccessService  # noqa: PLC0415 -- only the service needs these
+    from giftflow.api.app import Services  # noqa: PLC0415
+    from giftflow.live import Streams  # noqa: PLC0415
+
+    store = store or open_store(settings)
+    economy, payouts = build_economy(settings, store)
+    streams = Streams(store)
+    economy.event_sink = streams.events
+    gifts: GroupCommitter[GiftRequest] = GroupCommitter(
+        economy.send_gifts, group_commit_settings(settings),
+        batch_max=economy.options.gift_batch_requests_max)
+    return Services(economy, payouts, streams, AccessService(store), gifts,
+                    demo=settings.mode == "demo")

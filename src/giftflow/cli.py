@@ -110,6 +110,44 @@ def ledger_verify(data_dir: DataDir = None, db: DatabaseUrl = None) -> None:
     out.print("[green]ledger verify: every invariant holds[/]")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65_535, help="Port to listen on.")] = 8000,
+    mode: Annotated[str | None, typer.Option(
+        envvar="GIFTFLOW_MODE", help="demo or production (the default).")] = None,
+    data_dir: DataDir = None, db: DatabaseUrl = None,
+) -> None:
+    """Serve the HTTP API (uvicorn); in demo mode, seed demo data and print how to use it."""
+    import uvicorn  # noqa: PLC0415 -- only this command needs the server
+
+    from giftflow.api.app import create_app  # noqa: PLC0415
+    from giftflow.api.demo import seed  # noqa: PLC0415
+    from giftflow.bootstrap import build_services  # noqa: PLC0415
+
+    settings = load_settings(data_dir, db)
+    if mode is not None:
+        if mode not in ("demo", "production"):
+            raise CliError(f"--mode is demo or production, not {mode!r}")
+        settings = settings.model_copy(update={"mode": mode})
+    services = build_services(settings)
+    base = f"http://{host}:{port}"
+    lines = [f"giftflow {settings.mode} service on {base}",
+             f"  API:          {base}/v1   (OpenAPI at {base}/openapi.json, docs at {base}/docs)"]
+    if settings.mode == "demo":
+        demo = seed(services)
+        key = services.access.create_key("admin", label="demo admin key, printed at start")
+        viewers = ", ".join(demo.viewer_ids)
+        stream = f"{base}/v1/streams/{demo.stream_id}"
+        lines += [f"  demo stream:  {stream} (live), creator {demo.creator_id}, viewers {viewers}",
+                  f"  demo API key: {key}  (admin, made for this start; demo mode only)",
+                  "  dashboard and overlays: served from the next milestone"]
+    for line in lines:
+        out.print(line, soft_wrap=True, markup=False, highlight=False)
+    uvicorn.run(create_app(services), host=host, port=port, log_level="warning",
+                access_log=False, loop="uvloop", http="httptools")
+
+
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option(help="admin, service, creator, moderator or viewer.")],
