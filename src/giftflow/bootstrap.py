@@ -126,6 +126,7 @@ def build_services(settings: Settings, store: SqlStore | None = None) -> Service
     """
     from giftflow.access import AccessService  # noqa: PLC0415 -- only the service needs these
     from giftflow.api.app import Services  # noqa: PLC0415
+    from giftflow.api.events import EventHub  # noqa: PLC0415
     from giftflow.live import Streams  # noqa: PLC0415
 
     store = store or open_store(settings)
@@ -136,4 +137,4 @@ def build_services(settings: Settings, store: SqlStore | None = None) -> Service
         economy.send_gifts, group_commit_settings(settings),
         batch_max=economy.options.gift_batch_requests_max)
     return Services(economy, payouts, streams, AccessService(store), gifts,
-                    demo=settings.mode == "demo")
+                    demo=settings.mode == "demo", hub=EventHub(streams))

@@ -16,7 +16,7 @@ from datetime import date
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, WebSocket, get, post, websocket
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
@@ -24,6 +24,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, JSONBody, Parameter
 
 from giftflow.access import AccessService, Principal
+from giftflow.api.events import EventHub, serve_events
 from giftflow.api.problems import Problem, problem
 from giftflow.economy import codes
 from giftflow.economy.config import CHANNELS
@@ -40,6 +41,7 @@ REQUEST_BODY_BYTES_MAX: Final = 65_536
 """The largest request body accepted (``body_too_large`` above)."""
 IDEMPOTENCY_KEY_CHARS_MAX: Final = 200
 HANDLE_CHARS_MAX: Final = 64
+AFTER_SEQ_DIGITS_MAX: Final = 18
 
 Count = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 Amount = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
@@ -70,6 +72,7 @@ class Services:
     access: AccessService
     gifts: GroupCommitter[GiftRequest]
     demo: bool
+    hub: EventHub
 
 
 Svc = NamedDependency[Services]
@@ -430,6 +433,46 @@ def get_payout(services: Svc, principal: Who, payout_id: FromPath[str]) -> Payou
                      row["currency"])
 
 
+@websocket("/v1/streams/{stream_id:str}/events")
+async def stream_events(socket: WebSocket[Any, Any, Any], stream_id: FromPath[str]) -> None:
+    """The stream's events (SPEC.md §4): ``?after_seq=N`` resumes, otherwise a snapshot first.
+
+    The key comes in the ``Authorization`` header or ``?token=``; a refused connection is closed
+    with 4401 (unauthenticated) or 4403 (forbidden).
+    """
+    services: Services = socket.app.state.services
+    header = socket.headers.get("authorization", "")
+    token = header.partition(" ")[2].strip() or socket.query_params.get("token", "")
+    principal = await asyncio.to_thread(services.access.authenticate, token)
+    if principal is None:
+        await socket.close(code=4401, reason="unauthenticated")
+        return
+    stream = await asyncio.to_thread(services.streams.get, stream_id)
+    if stream is not None and not await asyncio.to_thread(_may_watch, services, principal,
+                                                          stream.creator_id):
+        await socket.close(code=4403, reason="forbidden")
+        return
+    raw = socket.query_params.get("after_seq")
+    if raw is not None and not (raw.isdigit() and len(raw) <= AFTER_SEQ_DIGITS_MAX):
+        await socket.close(code=4400, reason="after_seq is a whole number")
+        return
+    await serve_events(socket, services.hub, stream_id, None if raw is None else int(raw))
+
+
+def _may_watch(services: Services, principal: Principal, creator_id: str) -> bool:
+    """Whether the principal may watch the creator's streams' events.
+
+    They are public, except that an overlay token or a creator key sees only its own creator's
+    streams, and a moderator only those of the creators who appointed them.
+    """
+    if principal.role in ("overlay", "creator"):
+        return principal.owner == creator_id
+    if principal.role == "moderator":
+        return principal.owner == creator_id or bool(services.economy.store.read(
+            "moderators", {"creator_id": creator_id, "user_id": principal.owner}, limit=1))
+    return True
+
+
 @get("/healthz", sync_to_thread=False, include_in_schema=False)
 def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
@@ -500,7 +543,8 @@ def create_app(services: Services) -> Litestar:
     app = Litestar(
         route_handlers=[list_ledgers, create_user, get_wallet, list_gifts, list_packs,
                         create_purchase, create_stream, start_stream, end_stream, send_gift,
-                        request_payout, get_payout, healthz, openapi_document],
+                        request_payout, get_payout, stream_events, healthz,
+                        openapi_document],
         dependencies={"services": Provide(_provide_services, sync_to_thread=False),
                       "principal": Provide(_authenticate, sync_to_thread=False)},
         exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_error,

@@ -1,0 +1,232 @@
+"""The event stream of SPEC.md §4 over WebSocket: snapshot or catch-up, then live frames.
+
+Events live in the store (``stream_frames``), written with the changes they report, so the
+stream survives restarts and any worker can serve any client. One :class:`StreamFeed` per
+stream with subscribers reads the new frames every tick and hands each frame, encoded once, to
+every subscriber's bounded queue. A subscriber whose queue is full is dropped and told to
+``resync``: it never slows the feed, and the feed never slows gift processing (it only reads).
+
+A client that connects with ``after_seq=N`` gets the logged events after ``N`` and then the live
+ones, each exactly once and in order; without it, a ``snapshot`` of the stream comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from giftflow.live import Streams
+
+logger = logging.getLogger(__name__)
+
+TICK_MS: Final = 25
+"""How often a feed looks for new frames (SPEC.md §4: one frame per 20–50 ms tick)."""
+SUBSCRIBER_FRAMES_MAX: Final = 256
+"""Frames a subscriber may have waiting before it is told to resync."""
+SUBSCRIBERS_PER_STREAM_MAX: Final = 20_000
+"""Subscribers of one stream in one process."""
+CATCH_UP_FRAMES_MAX: Final = 10_000
+"""Frames a reconnecting client may be behind before it is told to resync instead."""
+
+
+Frame = tuple[int, int, str]
+"""A frame's first and last ``seq`` and its JSON text, encoded once for every subscriber."""
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One client's bounded queue of encoded frames; ``None`` in the queue means resync."""
+
+    queue: asyncio.Queue[Frame | None] = field(
+        default_factory=lambda: asyncio.Queue(SUBSCRIBER_FRAMES_MAX))
+    dropped: bool = False
+
+    def offer(self, frame: Frame) -> None:
+        """Queue a frame without waiting; a full queue drops the subscriber."""
+        if self.dropped:
+            return
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.dropped = True
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
+
+
+class StreamFeed:
+    """Reads one stream's new frames every tick and fans them out to its subscribers."""
+
+    def __init__(self, streams: Streams, stream_id: str, last_seq: int,
+                 on_idle: Callable[[str], None]) -> None:
+        self.streams = streams
+        self.stream_id = stream_id
+        self.last_seq = last_seq
+        self.subscribers: set[Subscriber] = set()
+        self._on_idle = on_idle
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start reading (on the running loop)."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self.subscribers:
+                await asyncio.sleep(TICK_MS / 1000)
+                frames = await asyncio.to_thread(self.streams.frames_after, self.stream_id,
+                                                 self.last_seq)
+                for frame in frames:
+                    encoded = (frame[0]["seq"], frame[-1]["seq"], orjson.dumps(frame).decode())
+                    self.last_seq = frame[-1]["seq"]
+                    for subscriber in tuple(self.subscribers):
+                        subscriber.offer(encoded)
+        except Exception:  # a bug: tell the subscribers to resync rather than hang
+            logger.exception("stream feed %s failed", self.stream_id)
+            for subscriber in tuple(self.subscribers):
+                subscriber.dropped = True
+                subscriber.queue.put_nowait(None)
+        finally:
+            self._on_idle(self.stream_id)
+
+
+class EventHub:
+    """The feeds of this process, one per stream with subscribers."""
+
+    def __init__(self, streams: Streams) -> None:
+        self.streams = streams
+        self.feeds: dict[str, StreamFeed] = {}
+
+    def subscribe(self, stream_id: str, last_seq: int) -> tuple[Subscriber, int] | None:
+        """A new subscriber of the stream, and the seq after which it receives live frames.
+
+        ``None`` when the stream has as many subscribers as it may.
+        """
+        feed = self.feeds.get(stream_id)
+        if feed is None:
+            feed = self.feeds[stream_id] = StreamFeed(self.streams, stream_id, last_seq,
+                                                      self._idle)
+            feed.subscribers.add(subscriber := Subscriber())
+            feed.start()
+            return subscriber, feed.last_seq
+        if len(feed.subscribers) >= SUBSCRIBERS_PER_STREAM_MAX:
+            return None
+        subscriber = Subscriber()
+        feed.subscribers.add(subscriber)
+        return subscriber, feed.last_seq
+
+    def unsubscribe(self, stream_id: str, subscriber: Subscriber) -> None:
+        """Forget a subscriber; the feed stops after its last one leaves."""
+        feed = self.feeds.get(stream_id)
+        if feed is not None:
+            feed.subscribers.discard(subscriber)
+
+    def _idle(self, stream_id: str) -> None:
+        feed = self.feeds.get(stream_id)
+        if feed is not None and not feed.subscribers:
+            del self.feeds[stream_id]
+
+
+def resync_frame(stream_id: str, last_seq: int) -> str:
+    """The frame that tells a client to reconnect without ``after_seq``."""
+    reason = "too far behind; reconnect without after_seq"
+    return orjson.dumps([{"stream_id": stream_id, "seq": last_seq, "type": "resync",
+                          "data": {"reason": reason}}]).decode()
+
+
+def snapshot_frame(stream_id: str, state: dict[str, Any], last_seq: int) -> str:
+    """The first frame of a client that connects without ``after_seq``."""
+    return orjson.dumps([{"stream_id": stream_id, "seq": last_seq, "type": "snapshot",
+                          "data": state}]).decode()
+
+
+async def serve_events(socket: Any, hub: EventHub, stream_id: str,  # noqa: ANN401 -- WebSocket
+                       after_seq: int | None) -> None:
+    """Send a connected client its stream's events until it leaves or must resync."""
+    streams = hub.streams
+    stream = await asyncio.to_thread(streams.get, stream_id)
+    if stream is None:
+        await socket.close(code=4404, reason="no such stream")
+        return
+    joined = hub.subscribe(stream_id, stream.last_seq)
+    if joined is None:
+        await socket.close(code=1013, reason="too many subscribers; try later")
+        return
+    subscriber, live_from = joined
+    try:
+        await socket.accept()
+        sent = await _first_frames(socket, streams, stream_id, after_seq, live_from, stream)
+        if sent is None:
+            return
+        await _forward(socket, subscriber, stream_id, sent)
+    finally:
+        hub.unsubscribe(stream_id, subscriber)
+
+
+async def _first_frames(socket: Any, streams: Streams, stream_id: str,  # noqa: ANN401
+                        after_seq: int | None, live_from: int,
+                        stream: Any) -> int | None:  # noqa: ANN401 -- WebSocket and Stream
+    """Send the snapshot or the catch-up; the last seq sent, or ``None`` after a resync."""
+    if after_seq is None:
+        state = {"status": stream.status, "title": stream.title, "creator_id": stream.creator_id}
+        await socket.send_text(snapshot_frame(stream_id, state, live_from))
+        return live_from
+    if after_seq > live_from:
+        await socket.send_text(resync_frame(stream_id, live_from))
+        await socket.close(code=1000)
+        return None
+    sent, frames_read = after_seq, 0
+    while sent < live_from:
+        frames = await asyncio.to_thread(streams.frames_after, stream_id, sent)
+        frames_read += len(frames)
+        kept = [[e for e in frame if e["seq"] <= live_from] for frame in frames]
+        kept = [frame for frame in kept if frame]
+        if not kept or frames_read > CATCH_UP_FRAMES_MAX:
+            await socket.send_text(resync_frame(stream_id, live_from))
+            await socket.close(code=1000)
+            return None
+        for frame in kept:
+            await socket.send_text(orjson.dumps(frame).decode())
+            sent = frame[-1]["seq"]
+    return sent
+
+
+async def _forward(socket: Any, subscriber: Subscriber, stream_id: str,  # noqa: ANN401
+                   sent: int) -> None:
+    """Pass live frames on until the client leaves or is told to resync."""
+    leaving = asyncio.get_running_loop().create_task(_until_closed(socket))
+    try:
+        while not leaving.done():
+            getting = asyncio.ensure_future(subscriber.queue.get())
+            done, _ = await asyncio.wait({getting, leaving}, return_when=asyncio.FIRST_COMPLETED)
+            if getting not in done:
+                getting.cancel()
+                return
+            frame = getting.result()
+            if frame is None:
+                await socket.send_text(resync_frame(stream_id, sent))
+                await socket.close(code=1000)
+                return
+            first, last, text = frame
+            if last <= sent:
+                continue
+            if first <= sent:  # only where the catch-up meets the live frames
+                text = orjson.dumps([e for e in orjson.loads(text) if e["seq"] > sent]).decode()
+            await socket.send_text(text)
+            sent = last
+    finally:
+        leaving.cancel()
+
+
+async def _until_closed(socket: Any) -> None:  # noqa: ANN401 -- Litestar's WebSocket
+    """Return when the client closes (messages from the client are ignored)."""
+    while True:
+        message = await socket.receive()
+        if message.get("type") == "websocket.disconnect":
+            return

@@ -1,0 +1,140 @@
+"""The event stream over WebSocket: snapshot, resume with after_seq, restarts, slow clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from litestar.exceptions import WebSocketDisconnect
+from litestar.testing import TestClient
+
+from giftflow.api.app import Services, create_app
+from giftflow.api.events import SUBSCRIBER_FRAMES_MAX, EventHub, Subscriber
+from giftflow.economy.service import GiftRequest
+
+ROSE = 5655
+
+
+def live_stream(services: Services) -> str:
+    """A live stream of a creator, and a viewer with 700 coins."""
+    from datetime import date  # noqa: PLC0415
+
+    economy = services.economy
+    economy.register_user("star", region="US", time_zone="UTC", birth_date=date(1990, 1, 1),
+                          is_creator=True)
+    economy.register_user("fan", region="US", time_zone="UTC", birth_date=date(1990, 1, 1))
+    order = economy.create_order("fan", "web", "web-700", "simulator", "o")
+    economy.simulate_payment(order.response["order_id"])  # type: ignore[union-attr]
+    services.streams.create("s1", "star", "Live")
+    services.streams.start("s1")
+    return "s1"
+
+
+def gifts(services: Services, first: int, count: int) -> None:
+    """``count`` Roses from the fan, one request each, keys numbered from ``first``."""
+    results = services.economy.send_gifts([GiftRequest("fan", "star", ROSE, 1, "s1",
+                                                       f"g{first + n}") for n in range(count)])
+    assert all(result.ok for result in results)
+
+
+def events_of(frame: str) -> list[dict[str, Any]]:
+    """The events of a frame (a JSON array)."""
+    decoded: list[dict[str, Any]] = json.loads(frame)
+    return decoded
+
+
+def test_a_new_client_gets_a_snapshot_then_live_gifts(services: Services,
+                                                     admin: dict[str, str]) -> None:
+    """Without ``after_seq`` the first frame is one ``snapshot`` at the last seq (1, the
+    ``stream_started`` event); gifts sent afterwards arrive as frames with seq 2, 3, 4.
+    """
+    live_stream(services)
+    with TestClient(app=create_app(services)) as client, client.websocket_connect(
+            "/v1/streams/s1/events", headers=admin) as socket:
+        [snapshot] = events_of(socket.receive_text())
+        assert (snapshot["type"], snapshot["seq"], snapshot["data"]["status"]) == (
+            "snapshot", 1, "live")
+        gifts(services, 0, 3)
+        seen: list[int] = []
+        while len(seen) < 3:
+            seen += [event["seq"] for event in events_of(socket.receive_text())]
+        assert seen == [2, 3, 4]
+
+
+def test_a_client_resumes_with_after_seq_exactly_once_in_order_across_a_restart(
+        services: Services, admin: dict[str, str]) -> None:
+    """A client reads some gifts, disconnects while gifts go on, and reconnects with its last
+    seq: it gets every missed event once, in order, then live ones. The same holds when the
+    second connection goes to a new application over the same store (a restart).
+    """
+    live_stream(services)
+    received: list[int] = []
+    with TestClient(app=create_app(services)) as client:
+        with client.websocket_connect("/v1/streams/s1/events?after_seq=0",
+                                      headers=admin) as socket:
+            gifts(services, 0, 5)
+            while len(received) < 6:
+                received += [e["seq"] for e in events_of(socket.receive_text())]
+        gifts(services, 5, 7)
+    with TestClient(app=create_app(services)) as restarted, restarted.websocket_connect(
+            f"/v1/streams/s1/events?after_seq={received[-1]}", headers=admin) as socket:
+        while len(received) < 13:
+            received += [e["seq"] for e in events_of(socket.receive_text())]
+        gifts(services, 12, 2)
+        while len(received) < 15:
+            received += [e["seq"] for e in events_of(socket.receive_text())]
+    assert received == list(range(1, 16))
+
+
+def test_a_refused_key_closes_with_4401(services: Services) -> None:
+    """A connection without a valid key is closed with code 4401."""
+    live_stream(services)
+    with TestClient(app=create_app(services)) as client, pytest.raises(
+            WebSocketDisconnect) as refused, client.websocket_connect(
+            "/v1/streams/s1/events?token=nope") as socket:
+        socket.receive_text()
+    assert refused.value.code == 4401
+
+
+def test_a_subscriber_that_never_reads_is_told_to_resync_and_slows_nothing() -> None:
+    """A subscriber that never reads fills its own bounded queue, then holds only a resync
+    marker; offering it frames never blocks and never grows its queue.
+    """
+    async def scenario() -> None:
+        subscriber = Subscriber()
+        for seq in range(1, SUBSCRIBER_FRAMES_MAX + 50):
+            subscriber.offer((seq, seq, "[]"))
+        assert subscriber.dropped
+        assert subscriber.queue.qsize() == SUBSCRIBER_FRAMES_MAX
+        items = [subscriber.queue.get_nowait() for _ in range(SUBSCRIBER_FRAMES_MAX)]
+        assert items[-1] is None
+    asyncio.run(scenario())
+
+
+def test_a_slow_subscriber_does_not_hold_back_a_fast_one(services: Services,
+                                                        admin: dict[str, str]) -> None:
+    """One subscriber of the hub never reads while 300 gift frames pass (more than its queue
+    holds): it is dropped with a resync, and a reading client still gets every event.
+    """
+    live_stream(services)
+    app = create_app(services)
+    hub: EventHub = services.hub
+    with TestClient(app=app) as client, client.websocket_connect(
+            "/v1/streams/s1/events?after_seq=1", headers=admin) as socket:
+        async def add_idle() -> Subscriber:
+            joined = hub.subscribe("s1", 1)
+            assert joined is not None
+            return joined[0]
+        idle = client.blocking_portal.call(add_idle)
+        seen: list[int] = []
+        for frame in range(300):
+            gifts(services, frame, 1)
+            if frame % 20 == 19:
+                while len(seen) < frame + 1:
+                    seen += [e["seq"] for e in events_of(socket.receive_text())]
+        assert seen == list(range(2, 302))
+        assert SUBSCRIBER_FRAMES_MAX < 300
+        assert idle.dropped
+        assert idle.queue.qsize() == SUBSCRIBER_FRAMES_MAX
