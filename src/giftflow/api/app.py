@@ -10,36 +10,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from litestar import Litestar, Request, Response, WebSocket, get, post, websocket
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, JSONBody, Parameter
 
-from giftflow.access import AccessService, Principal
-from giftflow.api.events import EventHub, serve_events
+from giftflow.access import Principal
+from giftflow.api import protection, routes
+from giftflow.api.common import (
+    ApiError,
+    Services,
+    Svc,
+    Who,
+    act_for,
+    authenticate,
+    idempotency_key,
+    ok,
+    refuse,
+)
+from giftflow.api.events import serve_events
 from giftflow.api.problems import Problem, problem
 from giftflow.economy import codes
 from giftflow.economy.config import CHANNELS
-from giftflow.economy.payouts import Payouts
-from giftflow.economy.service import EconomyService, GiftRequest, stable_id
+from giftflow.economy.service import GiftRequest, stable_id
 from giftflow.invariants import INT64_MAX
-from giftflow.ledger import Applied, Failure, Result
-from giftflow.ledger.group_commit import GroupCommitter
-from giftflow.live import Streams
+from giftflow.ledger import Failure, Result
 
 logger = logging.getLogger(__name__)
 
 REQUEST_BODY_BYTES_MAX: Final = 65_536
 """The largest request body accepted (``body_too_large`` above)."""
-IDEMPOTENCY_KEY_CHARS_MAX: Final = 200
 HANDLE_CHARS_MAX: Final = 64
 AFTER_SEQ_DIGITS_MAX: Final = 18
 
@@ -47,38 +53,6 @@ Count = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 Amount = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 Handle = Annotated[str, msgspec.Meta(min_length=1, max_length=HANDLE_CHARS_MAX)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-
-
-class ApiError(Exception):
-    """An expected failure, answered as a problem response."""
-
-    def __init__(self, found: Problem) -> None:
-        super().__init__(found.body.get("detail", ""))
-        self.problem = found
-
-
-def refuse(code: str, detail: str) -> ApiError:
-    """The problem for ``code``, to raise."""
-    return ApiError(problem(code, detail))
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    """What the handlers use, wired once by ``bootstrap``."""
-
-    economy: EconomyService
-    payouts: Payouts
-    streams: Streams
-    access: AccessService
-    gifts: GroupCommitter[GiftRequest]
-    demo: bool
-    hub: EventHub
-
-
-Svc = NamedDependency[Services]
-"""The services, injected into a handler."""
-Who = NamedDependency[Principal]
-"""The authenticated principal, injected into a handler (401 before the handler otherwise)."""
 
 
 # -- bodies and answers ------------------------------------------------------------------------
@@ -210,57 +184,6 @@ class PayoutOut(msgspec.Struct):
 # -- authentication and ownership --------------------------------------------------------------
 
 
-def _authenticate(request: Request[Any, Any, Any]) -> Principal:
-    services: Services = request.app.state.services
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise refuse("unauthorized", "send an API key as 'Authorization: Bearer <key>'")
-    principal = services.access.authenticate(token.strip())
-    if principal is None or principal.role == "overlay":
-        raise refuse("unauthorized", "the API key is unknown or revoked")
-    return principal
-
-
-def _user(services: Services, user_id: FromPath[str]) -> dict[str, Any]:
-    found = services.economy.user(user_id)
-    if found is None:
-        raise refuse(codes.NOT_FOUND, f"no user {user_id}")
-    return found
-
-
-def _act_for(services: Svc, principal: Who, user_id: FromPath[str]) -> dict[str, Any]:
-    """The user, if ``principal`` may act for them; otherwise 404 or 403.
-
-    Admins act for everyone, a service key for the users of its platform, every other key for
-    its own owner only. A user the key may not see is 403, not 404, only when it exists.
-    """
-    user = _user(services, user_id)
-    allowed = (principal.role == "admin"
-               or (principal.role == "service" and user["platform"] == principal.owner)
-               or (principal.role in ("viewer", "creator", "moderator")
-                   and principal.owner == user_id))
-    if not allowed:
-        raise refuse("forbidden", f"this key may not act for {user_id}")
-    return user
-
-
-def _idempotency_key(request: Request[Any, Any, Any]) -> str:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return "auto-" + secrets.token_hex(16)
-    if not 0 < len(key) <= IDEMPOTENCY_KEY_CHARS_MAX:
-        raise refuse(codes.VALIDATION_ERROR,
-                     f"Idempotency-Key is 1..{IDEMPOTENCY_KEY_CHARS_MAX} characters")
-    return key
-
-
-def _ok(result: Result) -> Applied:
-    if isinstance(result, Failure):
-        raise ApiError(problem(result.code, result.detail))
-    return result
-
-
 # -- handlers ----------------------------------------------------------------------------------
 
 
@@ -278,20 +201,20 @@ def create_user(services: Svc, principal: Who, data: JSONBody[UserIn],
     """A new user of the caller's platform (admin and service keys)."""
     if principal.role not in ("admin", "service"):
         raise refuse("forbidden", "only admin and service keys create users")
-    key = _idempotency_key(request)
+    key = idempotency_key(request)
     user_id = stable_id("u", principal.owner, "POST /v1/users", key)
     result = services.economy.register_user(
         user_id, region=data.region, time_zone=data.time_zone, birth_date=data.birth_date,
         is_creator=data.is_creator, handle=data.handle,
         platform=principal.owner if principal.role == "service" else "")
-    _ok(result)
+    ok(result)
     return UserOut(user_id, data.handle, data.region)
 
 
 @get("/v1/users/{user_id:str}/wallet", sync_to_thread=True)
 def get_wallet(services: Svc, principal: Who, user_id: FromPath[str]) -> WalletOut:
     """A user's balances."""
-    _act_for(services, principal, user_id)
+    act_for(services, principal, user_id)
     wallet = services.economy.wallet(user_id)
     return WalletOut(wallet["coins"], wallet["coin_debt"], wallet["diamonds"],
                      wallet["diamonds_withdrawable"], wallet["diamonds_reserved"])
@@ -322,16 +245,16 @@ def list_packs(services: Svc, principal: Who,
 def create_purchase(services: Svc, principal: Who, data: JSONBody[PurchaseIn],
                     request: Request[Any, Any, Any]) -> PurchaseOut:
     """Buy a coin pack; the ``simulator`` provider (demo mode) completes it at once."""
-    _act_for(services, principal, data.user_id)
+    act_for(services, principal, data.user_id)
     provider = data.provider or ("simulator" if services.demo else None)
     if provider is None:
         raise refuse(codes.VALIDATION_ERROR, "name the provider of the purchase")
-    order = _ok(services.economy.create_order(data.user_id, data.channel, data.pack_id,
-                                              provider, _idempotency_key(request)))
+    order = ok(services.economy.create_order(data.user_id, data.channel, data.pack_id,
+                                              provider, idempotency_key(request)))
     order_id, coins = order.response["order_id"], order.response["coins"]
     if provider != "simulator":
         return PurchaseOut(order_id, "open", coins)
-    paid = _ok(services.economy.simulate_payment(order_id))
+    paid = ok(services.economy.simulate_payment(order_id))
     return PurchaseOut(order_id, "paid", coins, paid.response.get("receipt"))
 
 
@@ -339,8 +262,8 @@ def create_purchase(services: Svc, principal: Who, data: JSONBody[PurchaseIn],
 def create_stream(services: Svc, principal: Who, data: JSONBody[StreamIn],
                   request: Request[Any, Any, Any]) -> StreamOut:
     """A new stream of a creator, ``scheduled``."""
-    _act_for(services, principal, data.creator_id)
-    stream_id = stable_id("st", data.creator_id, "POST /v1/streams", _idempotency_key(request))
+    act_for(services, principal, data.creator_id)
+    stream_id = stable_id("st", data.creator_id, "POST /v1/streams", idempotency_key(request))
     existing = services.streams.get(stream_id)
     if existing is not None:
         return StreamOut(existing.id, existing.status)
@@ -354,7 +277,7 @@ def _own_stream(services: Svc, principal: Who, stream_id: FromPath[str]) -> None
     stream = services.streams.get(stream_id)
     if stream is None:
         raise refuse(codes.NOT_FOUND, f"no stream {stream_id}")
-    _act_for(services, principal, stream.creator_id)
+    act_for(services, principal, stream.creator_id)
 
 
 @post("/v1/streams/{stream_id:str}/start", sync_to_thread=True, status_code=200)
@@ -385,12 +308,12 @@ async def send_gift(services: Svc, principal: Who, stream_id: FromPath[str],
                                           and principal.owner == data.sender_id)):
         if principal.role != "service":
             raise refuse("forbidden", f"this key may not send gifts for {data.sender_id}")
-        await asyncio.to_thread(_act_for, services, principal, data.sender_id)
+        await asyncio.to_thread(act_for, services, principal, data.sender_id)
     stream = services.streams.get(stream_id)
     if stream is None:
         raise refuse(codes.NOT_FOUND, f"no stream {stream_id}")
     gift = GiftRequest(data.sender_id, stream.creator_id, data.gift_id, data.count, stream_id,
-                       _idempotency_key(request), streak_id=data.streak_id or "",
+                       idempotency_key(request), streak_id=data.streak_id or "",
                        request_id=request.headers.get("x-request-id", "")[:100])
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[Result] = loop.create_future()
@@ -400,7 +323,7 @@ async def send_gift(services: Svc, principal: Who, stream_id: FromPath[str],
 
     if not services.gifts.submit_many((gift,), done):
         raise refuse(codes.OVERLOADED, "the gift queue is full; retry later")
-    applied = _ok(await answer)
+    applied = ok(await answer)
     return SentGiftOut(applied.response["gift"], applied.response["coins"],
                        applied.response["diamonds"], applied.response["sender_coins"])
 
@@ -414,9 +337,9 @@ def _settle(future: asyncio.Future[Result], result: Result) -> None:
 def request_payout(services: Svc, principal: Who, data: JSONBody[PayoutIn],
                    request: Request[Any, Any, Any]) -> PayoutOut:
     """Reserve a creator's diamonds for a payout (needs a two-factor code)."""
-    _act_for(services, principal, data.creator_id)
-    applied = _ok(services.payouts.request(data.creator_id, data.diamonds, data.method,
-                                           data.totp, _idempotency_key(request)))
+    act_for(services, principal, data.creator_id)
+    applied = ok(services.payouts.request(data.creator_id, data.diamonds, data.method,
+                                           data.totp, idempotency_key(request)))
     return PayoutOut(applied.response["payout"], "requested", applied.response["diamonds"],
                      applied.response["cash_minor"], applied.response["currency"])
 
@@ -427,7 +350,7 @@ def get_payout(services: Svc, principal: Who, payout_id: FromPath[str]) -> Payou
     rows = services.economy.store.read("payouts", {"id": payout_id})
     if not rows:
         raise refuse(codes.NOT_FOUND, f"no payout {payout_id}")
-    _act_for(services, principal, rows[0]["creator_id"])
+    act_for(services, principal, rows[0]["creator_id"])
     row = rows[0]
     return PayoutOut(row["id"], row["status"], row["diamonds"], row["cash_minor"],
                      row["currency"])
@@ -544,9 +467,10 @@ def create_app(services: Services) -> Litestar:
         route_handlers=[list_ledgers, create_user, get_wallet, list_gifts, list_packs,
                         create_purchase, create_stream, start_stream, end_stream, send_gift,
                         request_payout, get_payout, stream_events, healthz,
-                        openapi_document],
+                        openapi_document, *routes.ROUTES, *protection.ROUTES],
+        middleware=list(protection.MIDDLEWARE),
         dependencies={"services": Provide(_provide_services, sync_to_thread=False),
-                      "principal": Provide(_authenticate, sync_to_thread=False)},
+                      "principal": Provide(authenticate, sync_to_thread=False)},
         exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_error,
                             Exception: _on_bug},
         openapi_config=OpenAPIConfig(title="giftflow", version="1", path="/docs"),
@@ -557,3 +481,6 @@ def create_app(services: Services) -> Litestar:
     app.state.services = services
     return app
 
+
+
+__all__ = ["ApiError", "Services", "create_app"]
