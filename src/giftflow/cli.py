@@ -165,8 +165,8 @@ def keys_create(
 
     if role not in ROLES or role == "overlay":
         raise CliError(f"--role is one of admin, service, creator, moderator, viewer; not {role!r}")
-    if (role == "admin") != (owner == ""):
-        raise CliError("an admin key has no --owner; every other role needs one")
+    if role != "admin" and owner == "":
+        raise CliError(f"a {role} key needs an --owner (an admin key may name its holder)")
     store = open_store(load_settings(data_dir, db))
     try:
         plaintext = AccessService(store).create_key(role, owner, label)

@@ -50,11 +50,14 @@ def test_a_wrong_secret_or_a_revoked_key_is_refused(store: SqlStore) -> None:
     assert not access.revoke(key_id)
 
 
-def test_admin_keys_have_no_owner_and_others_need_one(store: SqlStore) -> None:
-    """An admin key is not scoped to an owner; every other role is."""
+def test_admin_keys_may_name_their_holder_and_others_need_an_owner(store: SqlStore) -> None:
+    """An admin key may have no owner, or name the admin user who holds it; every other role
+    needs an owner.
+    """
     access = AccessService(store)
     assert access.authenticate(access.create_key("admin")) is not None
+    held = access.authenticate(access.create_key("admin", "ops-alice"))
+    assert held is not None
+    assert held.owner == "ops-alice"
     with pytest.raises(InvariantViolation):
         access.create_key("viewer")
-    with pytest.raises(InvariantViolation):
-        access.create_key("admin", "someone")

@@ -8,7 +8,7 @@ revocation is seen by every process within that time, and at once by the process
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from giftflow.access.keys import ROLES, NewKey, Principal, Role, new_key, parse_key, secret_matches
 from giftflow.invariants import invariant
@@ -24,6 +24,7 @@ CACHE_KEYS_MAX: Final = 10_000
 """Checked keys remembered at once."""
 
 OWNERLESS_ROLES: Final = frozenset({"admin"})
+"""Roles whose keys may have no owner (an admin key may name the admin user who holds it)."""
 
 
 class AccessService:
@@ -40,8 +41,7 @@ class AccessService:
     def create_key(self, role: Role, owner: str = "", label: str = "") -> str:
         """Make a key for ``role`` scoped to ``owner``; returns the string to show once."""
         invariant(role in ROLES, f"unknown role {role!r}")
-        invariant((role in OWNERLESS_ROLES) == (owner == ""),
-                  f"a {role} key {'has no' if role in OWNERLESS_ROLES else 'needs an'} owner")
+        invariant(role in OWNERLESS_ROLES or owner != "", f"a {role} key needs an owner")
         made: NewKey = new_key()
 
         def work(tx: EconomyTx) -> None:
@@ -73,6 +73,13 @@ class AccessService:
                 self._cache.clear()
             self._cache[plaintext] = (principal, now + self.cache_ttl_ms)
         return principal
+
+    def key(self, key_id: str) -> dict[str, Any] | None:
+        """A key's row without its hash (role, owner, label, dates), or ``None``."""
+        rows = self.store.read("api_keys", {"id": key_id})
+        if not rows:
+            return None
+        return {name: value for name, value in rows[0].items() if name != "secret_hash"}
 
     def revoke(self, key_id: str) -> bool:
         """Revoke a key; False when there is no such unrevoked key."""

@@ -22,7 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, JSONBody, Parameter
 
 from giftflow.access import Principal
-from giftflow.api import protection, routes
+from giftflow.api import protection, routes, routes_access
 from giftflow.api.common import (
     ApiError,
     Services,
@@ -339,7 +339,8 @@ def request_payout(services: Svc, principal: Who, data: JSONBody[PayoutIn],
     """Reserve a creator's diamonds for a payout (needs a two-factor code)."""
     act_for(services, principal, data.creator_id)
     applied = ok(services.payouts.request(data.creator_id, data.diamonds, data.method,
-                                           data.totp, idempotency_key(request)))
+                                          data.totp, idempotency_key(request)),
+                 group_two_factor="payout_rule_failed")
     return PayoutOut(applied.response["payout"], "requested", applied.response["diamonds"],
                      applied.response["cash_minor"], applied.response["currency"])
 
@@ -429,8 +430,9 @@ _HTTP_CODES: Final = {400: codes.VALIDATION_ERROR, 401: "unauthorized", 403: "fo
 def _on_http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
     code = _HTTP_CODES.get(error.status_code, "internal_error")
     detail = error.detail if isinstance(error.detail, str) else "the request was refused"
-    extra = {"errors": error.extra} if error.extra else {}
-    return _problem_response(problem(code, detail, **extra))
+    if error.extra:
+        return _problem_response(problem(code, detail, errors=error.extra))
+    return _problem_response(problem(code, detail))
 
 
 def _on_bug(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
@@ -467,7 +469,8 @@ def create_app(services: Services) -> Litestar:
         route_handlers=[list_ledgers, create_user, get_wallet, list_gifts, list_packs,
                         create_purchase, create_stream, start_stream, end_stream, send_gift,
                         request_payout, get_payout, stream_events, healthz,
-                        openapi_document, *routes.ROUTES, *protection.ROUTES],
+                        openapi_document, *routes.ROUTES, *routes_access.ROUTES,
+                        *protection.ROUTES],
         middleware=list(protection.MIDDLEWARE),
         dependencies={"services": Provide(_provide_services, sync_to_thread=False),
                       "principal": Provide(authenticate, sync_to_thread=False)},

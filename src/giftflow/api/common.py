@@ -107,10 +107,14 @@ def idempotency_key(request: Request[Any, Any, Any]) -> str:
     return key
 
 
-def ok(result: Result) -> Applied:
-    """The success of a domain call, or its failure raised as a problem response."""
+def ok(result: Result, *, group_two_factor: str | None = None) -> Applied:
+    """The success of a domain call, or its failure raised as a problem response.
+
+    With ``group_two_factor``, a two-factor refusal is reported under that contract code.
+    """
     if isinstance(result, Failure):
-        raise ApiError(problem(result.code, result.detail))
+        group = group_two_factor if result.code.startswith("two_factor") else None
+        raise ApiError(problem(result.code, result.detail, group=group))
     return result
 
 

@@ -31,11 +31,6 @@ _GROUPS: Final = {
     codes.PAYOUTS_NOT_ALLOWED: "payout_rule_failed",
     codes.RISK_HOLD: "payout_rule_failed",
     codes.INSUFFICIENT_DIAMONDS: "payout_rule_failed",
-    "two_factor_required": "payout_rule_failed",
-    "two_factor_invalid": "payout_rule_failed",
-    "two_factor_reused": "payout_rule_failed",
-    "two_factor_locked": "payout_rule_failed",
-    "two_factor_not_enrolled": "payout_rule_failed",
 }
 """Domain codes that the HTTP contract groups, by group."""
 
@@ -76,9 +71,14 @@ class Problem:
     body: dict[str, Any]
 
 
-def problem(code: str, detail: str, **extra: Any) -> Problem:  # noqa: ANN401 -- JSON members
-    """The problem response for a failure ``code`` (a domain's or the HTTP layer's own)."""
-    group = _GROUPS.get(code)
+def problem(code: str, detail: str, *, group: str | None = None,
+            **extra: Any) -> Problem:  # noqa: ANN401 -- JSON members
+    """The problem response for a failure ``code`` (a domain's or the HTTP layer's own).
+
+    ``group`` puts the code under a contract code of the caller's choosing (a payout's
+    two-factor refusal is a ``payout_rule_failed`` whose rule is ``two_factor_invalid``).
+    """
+    group = group or _GROUPS.get(code)
     public = group or code
     status = _STATUS.get(public, 422)
     body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + public, "title": TITLES[status],

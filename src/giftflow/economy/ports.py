@@ -49,6 +49,14 @@ class EconomyTx(Protocol):
         """Stage ``SET column = value`` for the row(s) matching ``key``."""
         ...
 
+    def delete(self, table: str, key: Mapping[str, Any]) -> None:
+        """Stage the removal of the row(s) matching ``key``.
+
+        Never of money (ledger rows are append-only): this is for domain rows such as a
+        dismissed moderator.
+        """
+        ...
+
     def add(self, table: str, key: Mapping[str, Any], deltas: Mapping[str, int]) -> None:
         """Stage ``SET column = column + delta`` for the row(s) matching ``key``."""
         ...

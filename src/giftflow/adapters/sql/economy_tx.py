@@ -136,6 +136,12 @@ class SqlEconomyTx:
         """Stage ``SET column = value`` for the rows matching ``key``."""
         self._set(table, key, [f"{column} = ?" for column in changes], list(changes.values()))
 
+    def delete(self, table: str, key: Mapping[str, Any]) -> None:
+        """Stage the removal of the rows matching ``key``."""
+        invariant(bool(key), "a delete names the rows it removes")
+        clause, params = where_clause(table, key)
+        self.uow.stage([("execute", f"DELETE FROM {table} WHERE {clause}", tuple(params))])
+
     def add(self, table: str, key: Mapping[str, Any], deltas: Mapping[str, int]) -> None:
         """Stage ``SET column = column + delta`` for the rows matching ``key``."""
         self._set(table, key, [f"{column} = {column} + ?" for column in deltas],
