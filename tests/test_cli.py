@@ -353,7 +353,7 @@ def test_keys_create_prints_the_key_alone_and_it_authenticates(target: Target) -
     assert (principal.role, principal.owner) == ("viewer", "fan")
     refused = target.run("keys", "create", "--role", "viewer")
     assert refused.returncode == 2
-    assert "needs one" in refused.stderr
+    assert "needs an --owner" in refused.stderr
 
 
 def test_serve_in_demo_mode_seeds_data_and_answers_over_http(target: Target) -> None:
