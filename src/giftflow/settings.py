@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     the ``paypal`` payout method."""
     paypal_client_id: str | None = None
     paypal_client_secret: str | None = None
+    stripe_webhook_secret: str | None = None
+    """The signing secret (``whsec_…``) of the Stripe webhook endpoint; without it the
+    endpoint answers 503 ``provider_unconfigured``."""
     stripe_api_key: str | None = None
     """A Stripe secret key: enables the ``bank`` payout method (Stripe Connect transfers)."""
     stripe_api_base: str | None = None

@@ -49,6 +49,8 @@ class Services:
     gifts: GroupCommitter[GiftRequest]
     demo: bool
     hub: EventHub
+    stripe_webhook_secret: str = ""
+    """The Stripe webhook endpoint's signing secret ("" when not configured)."""
 
 
 Svc = NamedDependency[Services]

@@ -52,6 +52,11 @@ _STATUS: Final = {
     codes.DEMO_MODE_REQUIRED: 403,
     codes.UNKNOWN_PAYOUT_METHOD: 400,
     "internal_error": 500,
+    "bad_signature": 400,
+    "stale_timestamp": 400,
+    "malformed": 400,
+    "provider_unconfigured": 503,
+    "not_ready": 503,
 }
 """HTTP status by code; every other code is a business refusal, 422."""
 
