@@ -105,6 +105,11 @@ class GroupCommitter(Generic[T]):
             future.set_result(Failure(codes.OVERLOADED, "the commit queue is full; retry later"))
         return future
 
+    @property
+    def queued(self) -> int:
+        """Items waiting for a commit (for a gauge)."""
+        return self._queued_operations
+
     def close(self) -> None:
         """Commit what is queued, then stop the committer thread."""
         self._queue.put(_STOP)
