@@ -217,18 +217,18 @@ def test_migrations_apply_once(store_url: str) -> None:
     """
     fresh = SqlStore(store_url, StoreOptions(migrate=False))
     try:
-        assert fresh.migrate() == [1, 2, 3]
+        assert fresh.migrate() == [1, 2, 3, 4]
         assert fresh.migrate() == []
-        assert fresh.schema_version() == 3
+        assert fresh.schema_version() == 4
     finally:
         fresh.close()
     reopened = SqlStore(store_url)
     try:
         assert reopened.migrate() == []
-        assert reopened.schema_version() == 3
+        assert reopened.schema_version() == 4
         with reopened.connection() as db:
             assert raw(db, "SELECT version, name FROM schema_migrations ORDER BY version") == [
-                (1, "ledger"), (2, "economy"), (3, "service")]
+                (1, "ledger"), (2, "economy"), (3, "service"), (4, "webhooks")]
     finally:
         reopened.close()
 
@@ -292,7 +292,7 @@ def test_sqlite_store_creates_its_directory(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "g.sqlite3"
     store = SqlStore(f"sqlite:///{target}")
     try:
-        assert store.schema_version() == 3
+        assert store.schema_version() == 4
     finally:
         store.close()
     assert target.is_file()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from giftflow.adapters.sql.webhook_schema import _WEBHOOK_TABLES
+
 _TABLES: Final = (
     """CREATE TABLE users (
         id TEXT PRIMARY KEY,
@@ -299,7 +301,7 @@ def _catalogue() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]
     columns: dict[str, tuple[str, ...]] = {}
     keys: dict[str, tuple[str, ...]] = {}
     types: dict[str, dict[str, str]] = {}
-    for statement in (*_TABLES, *_SERVICE_TABLES):
+    for statement in (*_TABLES, *_SERVICE_TABLES, *_WEBHOOK_TABLES):
         added = _ADDED.match(statement)
         if added is not None:
             name, column, kind = added.groups()

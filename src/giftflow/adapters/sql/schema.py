@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from giftflow.adapters.sql.economy_schema import economy_statements, service_statements
+from giftflow.adapters.sql.webhook_schema import webhook_statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger", _LEDGER_SQLITE, _LEDGER_POSTGRESQL),
     Migration(2, "economy", economy_statements("sqlite"), economy_statements("postgresql")),
     Migration(3, "service", service_statements("sqlite"), service_statements("postgresql")),
+    Migration(4, "webhooks", webhook_statements("sqlite"), webhook_statements("postgresql")),
 )
 
 BOOKKEEPING = (
