@@ -137,4 +137,5 @@ def build_services(settings: Settings, store: SqlStore | None = None) -> Service
         economy.send_gifts, group_commit_settings(settings),
         batch_max=economy.options.gift_batch_requests_max)
     return Services(economy, payouts, streams, AccessService(store), gifts,
-                    demo=settings.mode == "demo", hub=EventHub(streams))
+                    demo=settings.mode == "demo", hub=EventHub(streams),
+                    stripe_webhook_secret=settings.stripe_webhook_secret or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from pathlib import Path
@@ -123,8 +124,10 @@ def serve(
 
     from giftflow.api.app import create_app  # noqa: PLC0415
     from giftflow.api.demo import seed  # noqa: PLC0415
+    from giftflow.api.protection import configure_logging  # noqa: PLC0415
     from giftflow.bootstrap import build_services  # noqa: PLC0415
 
+    configure_logging(logging.INFO)
     settings = load_settings(data_dir, db)
     if mode is not None:
         if mode not in ("demo", "production"):
@@ -306,6 +309,18 @@ def bench_ledger(
     settings = load_settings(data_dir, None)
     run_ledger_bench(settings, operations=operations, single_operations=single_operations,
                      postgres_url=postgres_url, console=out)
+
+
+@bench_app.command("api")
+def bench_api(
+    seconds: Annotated[float, typer.Option(min=1, max=600, help="Measured seconds per run.")] = 5,
+    connections: Annotated[int, typer.Option(min=1, max=1024, help="Keep-alive clients.")] = 64,
+    repeats: Annotated[int, typer.Option(min=1, max=10, help="Runs of each app.")] = 2,
+) -> None:
+    """Gifts per second over HTTP (server on one core), next to a bare ASGI app."""
+    from giftflow.bench.api import run_api_bench  # noqa: PLC0415 -- heavy, bench only
+
+    run_api_bench(out, seconds=seconds, connections=connections, repeats=repeats)
 
 
 @bench_app.command("economy")

@@ -478,10 +478,12 @@ def create_app(services: Services) -> Litestar:
                             Exception: _on_bug},
         openapi_config=OpenAPIConfig(title="giftflow", version="1", path="/docs"),
         request_max_body_size=REQUEST_BODY_BYTES_MAX,
+        logging_config=None,
         before_request=_strict_body,
         on_shutdown=[services.gifts.close],
     )
     app.state.services = services
+    protection.watch_gift_queue(lambda: services.gifts.queued)
     return app
 
 

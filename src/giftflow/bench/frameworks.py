@@ -377,13 +377,19 @@ def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[index]
 
 
+def post_request(port: int, path: str, body: bytes, headers: Sequence[str] = ()) -> bytes:
+    """One pre-encoded HTTP/1.1 keep-alive JSON POST."""
+    extra = "".join(f"{header}\r\n" for header in headers)
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
 async def _generate(port: int, *, seconds: float, connections: int, warmup_s: float,
-                    server_pid: int) -> LoadResult:
+                    server_pid: int, request: bytes | None = None) -> LoadResult:
     loop = asyncio.get_running_loop()
-    request = (
-        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
-    ).encode() + BODY
+    request = request or post_request(port, PATH, BODY)
     counters = _Counters()
     protocols: list[_Connection] = []
     for _ in range(connections):
@@ -412,10 +418,12 @@ async def _generate(port: int, *, seconds: float, connections: int, warmup_s: fl
 
 
 def loadgen_main(port: int, *, seconds: float, connections: int, warmup_s: float,
-                 server_pid: int) -> None:
+                 server_pid: int, path: str = PATH, body: bytes = BODY,
+                 headers: Sequence[str] = ()) -> None:
     """Run the load generator (on uvloop when installed) and print its result as JSON."""
     coroutine = _generate(port, seconds=seconds, connections=connections, warmup_s=warmup_s,
-                          server_pid=server_pid)
+                          server_pid=server_pid,
+                          request=post_request(port, path, body, headers))
     try:
         uvloop: Any = importlib.import_module("uvloop")
     except ImportError:
@@ -661,11 +669,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--loadgen", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=float, default=WARMUP_S, help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--path", default=PATH, help=argparse.SUPPRESS)
+    parser.add_argument("--body", default=BODY.decode(), help=argparse.SUPPRESS)
+    parser.add_argument("--header", action="append", default=[], help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.loadgen is not None:
         loadgen_main(options.loadgen, seconds=options.seconds,
                      connections=options.connections, warmup_s=options.warmup,
-                     server_pid=options.server_pid)
+                     server_pid=options.server_pid, path=options.path,
+                     body=options.body.encode(), headers=options.header)
         return
     run_frameworks_bench(Console(), seconds=options.seconds, connections=options.connections,
                          repeats=options.repeats)
