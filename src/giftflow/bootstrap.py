@@ -138,4 +138,6 @@ def build_services(settings: Settings, store: SqlStore | None = None) -> Service
         batch_max=economy.options.gift_batch_requests_max)
     return Services(economy, payouts, streams, AccessService(store), gifts,
                     demo=settings.mode == "demo", hub=EventHub(streams),
-                    stripe_webhook_secret=settings.stripe_webhook_secret or "")
+                    stripe_webhook_secret=settings.stripe_webhook_secret or "",
+                    rate_requests_per_s=settings.rate_requests_per_s,
+                    rate_burst_requests=settings.rate_burst_requests)

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     history_page_entries_max: int = Field(default=500, ge=1, le=10_000)
     conflict_retries_max: int = Field(default=8, ge=1, le=100)
 
+    rate_requests_per_s: float = Field(default=50.0, gt=0, le=1_000_000)
+    """Requests per second each API key (or client address) may sustain."""
+    rate_burst_requests: int = Field(default=100, ge=1, le=1_000_000)
+    """Requests above the sustained rate a key may send at once."""
+
     economy_file: Path | None = None
     """The economy TOML; default: the packaged illustrative rates."""
     catalog_file: Path | None = None

@@ -8,12 +8,12 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from litestar import Litestar, Request, get
-from litestar.middleware import DefineMiddleware
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -109,14 +109,11 @@ def test_key_ids_are_read_without_the_secret() -> None:
     assert key_id_of({"headers": []}) is None
 
 
-def test_an_over_limit_key_is_refused_while_another_key_is_not(
-        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_over_limit_key_is_refused_while_another_key_is_not(services: Services) -> None:
     """With a burst of three, a key's fourth request at once is 429 ``rate_limited`` with
     ``Retry-After`` and a request id; another key, and the probes, still get through.
     """
-    monkeypatch.setattr(protection, "MIDDLEWARE", [
-        RequestIdMiddleware, ObserveMiddleware,
-        DefineMiddleware(RateLimitMiddleware, rate_requests_per_s=0.01, burst_requests=3)])
+    services = replace(services, rate_requests_per_s=0.01, rate_burst_requests=3)
     noisy = {"Authorization": f"Bearer {services.access.create_key('admin')}"}
     quiet = {"Authorization": f"Bearer {services.access.create_key('admin')}"}
     with TestClient(app=create_app(services)) as client:
@@ -135,13 +132,11 @@ def test_an_over_limit_key_is_refused_while_another_key_is_not(
         assert client.get("/readyz").status_code == 200
 
 
-def test_requests_without_a_key_are_limited_by_address(
-        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_requests_without_a_key_are_limited_by_address(services: Services) -> None:
     """Without a key the client address has the bucket: its third request is 429, and a
     request with a key from the same address is not.
     """
-    monkeypatch.setattr(protection, "MIDDLEWARE", [
-        DefineMiddleware(RateLimitMiddleware, rate_requests_per_s=0.01, burst_requests=2)])
+    services = replace(services, rate_requests_per_s=0.01, rate_burst_requests=2)
     key = {"Authorization": f"Bearer {services.access.create_key('admin')}"}
     with TestClient(app=create_app(services)) as client:
         assert [client.get("/v1/ledgers").status_code for _ in range(3)] == [401, 401, 429]

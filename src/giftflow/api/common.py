@@ -51,6 +51,9 @@ class Services:
     hub: EventHub
     stripe_webhook_secret: str = ""
     """The Stripe webhook endpoint's signing secret ("" when not configured)."""
+    rate_requests_per_s: float = 50.0
+    """Requests per second each key may sustain (see ``protection``)."""
+    rate_burst_requests: int = 100
 
 
 Svc = NamedDependency[Services]

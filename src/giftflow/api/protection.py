@@ -29,6 +29,7 @@ from typing import Any, Final, TextIO
 
 import orjson
 from litestar import Request, Response, get
+from litestar.middleware import DefineMiddleware
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -401,6 +402,15 @@ class ObserveMiddleware:
 
 
 MIDDLEWARE: list[Any] = [RequestIdMiddleware, ObserveMiddleware, RateLimitMiddleware]
+
+
+def middleware(*, rate_requests_per_s: float = RATE_REQUESTS_PER_S,
+               burst_requests: int = RATE_BURST_REQUESTS) -> list[Any]:
+    """:data:`MIDDLEWARE` with the rate limit of the deployment's settings."""
+    return [RequestIdMiddleware, ObserveMiddleware,
+            DefineMiddleware(RateLimitMiddleware,  # type: ignore[arg-type]
+                             rate_requests_per_s=rate_requests_per_s,
+                             burst_requests=burst_requests)]
 """ASGI middleware, outermost first."""
 
 
