@@ -25,6 +25,8 @@ INVALID_STATE: Final = "invalid_state"
 
 SOURCES: Final = ("native", "tiktok", "replay", "simulated")
 TITLE_CHARS_MAX: Final = 200
+CREATORS_CACHED_MAX: Final = 100_000
+"""Streams whose creator is remembered."""
 FRAMES_READ_MAX: Final = 1_000
 """Frames one read of the log returns."""
 
@@ -112,6 +114,7 @@ class Streams:
         self.store = store
         self.clock_ms = clock_ms or store.now_ms
         self.events = StreamEvents()
+        self._creators: dict[str, str] = {}
 
     def create(self, stream_id: str, creator_id: str, title: str,
                source: str = "native") -> Stream | Failure:
@@ -128,6 +131,18 @@ class Streams:
             tx.insert("streams", row)
             tx.commit()
         return _stream(row)
+
+    def creator_of(self, stream_id: str) -> str | None:
+        """The creator of a stream (which never changes, so it is remembered), or ``None``."""
+        found = self._creators.get(stream_id)
+        if found is None:
+            stream = self.get(stream_id)
+            if stream is None:
+                return None
+            if len(self._creators) >= CREATORS_CACHED_MAX:
+                self._creators.clear()
+            found = self._creators[stream_id] = stream.creator_id
+        return found
 
     def get(self, stream_id: str) -> Stream | None:
         """One stream, committed."""
