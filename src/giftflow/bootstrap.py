@@ -5,7 +5,11 @@ from __future__ import annotations
 import base64
 import gc
 import os
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+import httpx
 
 from giftflow.adapters.providers.paypal import PayPalPayouts
 from giftflow.adapters.providers.simulator import SimulatorPayouts
@@ -74,21 +78,32 @@ def group_commit_settings(settings: Settings) -> GroupCommitSettings:
     )
 
 
+WEBHOOK_KEY_FILE = "webhook-secret.key"
+"""The file in the data directory that holds the webhook secrets' key when no setting gives one."""
+
 TOTP_KEY_FILE = "totp-seed.key"
 """The file in the data directory that holds the TOTP seed key when no setting gives one."""
 
 
-def seed_cipher(settings: Settings) -> SeedCipher:
-    """The cipher for TOTP seeds: the configured key, or the data directory's key file."""
-    if settings.totp_key:
-        return SeedCipher(base64.b64decode(settings.totp_key, validate=True))
-    path = settings.data_dir / TOTP_KEY_FILE
+def secret_key(settings: Settings, configured: str | None, file_name: str) -> bytes:
+    """A 32-byte key: the configured one (base64), or the data directory's key file.
+
+    The file is made on first use, with mode 0600.
+    """
+    if configured:
+        return base64.b64decode(configured, validate=True)
+    path = settings.data_dir / file_name
     if not path.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(base64.b64encode(SeedCipher.generate_key()))
-    return SeedCipher(base64.b64decode(path.read_bytes(), validate=True))
+    return base64.b64decode(path.read_bytes(), validate=True)
+
+
+def seed_cipher(settings: Settings) -> SeedCipher:
+    """The cipher for TOTP seeds: the configured key, or the data directory's key file."""
+    return SeedCipher(secret_key(settings, settings.totp_key, TOTP_KEY_FILE))
 
 
 def build_economy(settings: Settings, store: SqlStore | None = None,
@@ -127,6 +142,7 @@ def build_services(settings: Settings, store: SqlStore | None = None) -> Service
     from giftflow.access import AccessService  # noqa: PLC0415 -- only the service needs these
     from giftflow.api.app import Services  # noqa: PLC0415
     from giftflow.api.events import EventHub  # noqa: PLC0415
+    from giftflow.api.webhooks import SecretCipher, WebhookDispatcher, WebhookOptions  # noqa: PLC0415
     from giftflow.live import Streams  # noqa: PLC0415
 
     store = store or open_store(settings)
@@ -136,8 +152,35 @@ def build_services(settings: Settings, store: SqlStore | None = None) -> Service
     gifts: GroupCommitter[GiftRequest] = GroupCommitter(
         economy.send_gifts, group_commit_settings(settings),
         batch_max=economy.options.gift_batch_requests_max)
-    return Services(economy, payouts, streams, AccessService(store), gifts,
+    webhooks = WebhookDispatcher(
+        store, httpx.Client(trust_env=False), store.now_ms,
+        WebhookOptions(https_only=settings.mode == "production"),
+        cipher=SecretCipher(secret_key(settings, settings.webhook_key, WEBHOOK_KEY_FILE)))
+    return Services(economy, payouts, streams, AccessService(store), gifts, webhooks,
                     demo=settings.mode == "demo", hub=EventHub(streams),
                     stripe_webhook_secret=settings.stripe_webhook_secret or "",
                     rate_requests_per_s=settings.rate_requests_per_s,
                     rate_burst_requests=settings.rate_burst_requests)
+
+
+WEBHOOK_TICK_S = 1.0
+"""How often the webhook worker fans events out and delivers what is due."""
+
+
+def start_webhook_worker(services: Services) -> Callable[[], None]:
+    """Run fan-out and delivery every :data:`WEBHOOK_TICK_S` in a thread; returns its stop."""
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.wait(WEBHOOK_TICK_S):
+            services.webhooks.fan_out()
+            services.webhooks.deliver_due()
+
+    thread = threading.Thread(target=work, name="giftflow-webhooks", daemon=True)
+    thread.start()
+
+    def stopper() -> None:
+        stop.set()
+        thread.join(timeout=30)
+
+    return stopper

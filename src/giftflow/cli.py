@@ -125,7 +125,7 @@ def serve(
     from giftflow.api.app import create_app  # noqa: PLC0415
     from giftflow.api.demo import seed  # noqa: PLC0415
     from giftflow.api.protection import configure_logging  # noqa: PLC0415
-    from giftflow.bootstrap import build_services  # noqa: PLC0415
+    from giftflow.bootstrap import build_services, start_webhook_worker  # noqa: PLC0415
 
     configure_logging(logging.INFO)
     settings = load_settings(data_dir, db)
@@ -147,8 +147,12 @@ def serve(
                   "  dashboard and overlays: served from the next milestone"]
     for line in lines:
         out.print(line, soft_wrap=True, markup=False, highlight=False)
-    uvicorn.run(create_app(services), host=host, port=port, log_level="warning",
-                access_log=False, loop="uvloop", http="httptools")
+    stop_webhooks = start_webhook_worker(services)
+    try:
+        uvicorn.run(create_app(services), host=host, port=port, log_level="warning",
+                    access_log=False, loop="uvloop", http="httptools")
+    finally:
+        stop_webhooks()
 
 
 @keys_app.command("create")

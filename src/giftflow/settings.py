@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     """A Stripe secret key: enables the ``bank`` payout method (Stripe Connect transfers)."""
     stripe_api_base: str | None = None
     """Another Stripe API address (a local server in tests); default: Stripe's own."""
+    webhook_key: str | None = None
+    """Base64 of the 32-byte key that encrypts webhook endpoint secrets; default: a key file in
+    ``data_dir`` made on first use (mode 0600)."""
     totp_key: str | None = None
     """Base64 of the 32-byte key that encrypts TOTP seeds; default: a key file in
     ``data_dir`` made on first use (mode 0600)."""

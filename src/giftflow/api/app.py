@@ -22,7 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, JSONBody, Parameter
 
 from giftflow.access import Principal
-from giftflow.api import protection, routes, routes_access
+from giftflow.api import protection, routes, routes_access, routes_webhooks
 from giftflow.api.common import (
     ApiError,
     Services,
@@ -476,6 +476,7 @@ def create_app(services: Services) -> Litestar:
                         create_purchase, create_stream, start_stream, end_stream, send_gift,
                         request_payout, get_payout, stream_events, healthz,
                         openapi_document, *routes.ROUTES, *routes_access.ROUTES,
+                        *routes_webhooks.ROUTES,
                         *protection.ROUTES],
         middleware=protection.middleware(rate_requests_per_s=services.rate_requests_per_s,
                                          burst_requests=services.rate_burst_requests),

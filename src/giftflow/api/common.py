@@ -16,6 +16,7 @@ from litestar.di import NamedDependency
 from giftflow.access import AccessService, Principal
 from giftflow.api.events import EventHub
 from giftflow.api.problems import Problem, problem
+from giftflow.api.webhooks import WebhookDispatcher
 from giftflow.economy import codes
 from giftflow.economy.payouts import Payouts
 from giftflow.economy.service import EconomyService, GiftRequest
@@ -48,6 +49,7 @@ class Services:
     streams: Streams
     access: AccessService
     gifts: GroupCommitter[GiftRequest]
+    webhooks: WebhookDispatcher
     demo: bool
     hub: EventHub
     stripe_webhook_secret: str = ""

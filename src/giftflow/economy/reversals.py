@@ -66,6 +66,12 @@ def _handle(service: EconomyService, tx: EconomyTx, event: PaymentEvent) -> Resu
     service.record_event(tx, event, "done")
     if isinstance(result, Applied):
         work.stage()
+        if not result.replayed and event.kind in (PaymentEventKind.REFUNDED,
+                                                  PaymentEventKind.DISPUTE_OPENED):
+            service.emit(tx, "purchase_refunded", order["buyer_id"], {
+                "order_id": order["id"], "cause": event.kind.value,
+                "amount_minor": event.amount_minor, "currency": event.currency,
+                "coins": work.response.get("coins", 0)})
     tx.commit()
     return result
 
