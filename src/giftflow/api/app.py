@@ -51,7 +51,8 @@ AFTER_SEQ_DIGITS_MAX: Final = 18
 
 Count = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 Amount = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
-Handle = Annotated[str, msgspec.Meta(min_length=1, max_length=HANDLE_CHARS_MAX)]
+Handle = Annotated[str, msgspec.Meta(pattern=f"^[A-Za-z0-9._]{{1,{HANDLE_CHARS_MAX}}}$")]
+"""A handle as TikTok writes them: letters, digits, ``.`` and ``_``."""
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
@@ -321,15 +322,24 @@ async def send_gift(stream_id: FromPath[str], data: JSONBody[SendGiftIn],
     gift = GiftRequest(data.sender_id, creator_id, data.gift_id, data.count, stream_id,
                        idempotency_key(request), streak_id=data.streak_id or "",
                        request_id=request.headers.get("x-request-id", "")[:100])
+    claim = (gift.sender_id, gift.key)
+    if claim in services.gifts_in_flight:
+        raise refuse(codes.IDEMPOTENCY_IN_PROGRESS,
+                     "a gift with this Idempotency-Key is still being applied")
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[Result] = loop.create_future()
 
     def done(results: list[Result]) -> None:
         loop.call_soon_threadsafe(_settle, answer, results[0])
 
-    if not services.gifts.submit_many((gift,), done):
-        raise refuse(codes.OVERLOADED, "the gift queue is full; retry later")
-    applied = ok(await answer)
+    services.gifts_in_flight.add(claim)
+    try:
+        if not services.gifts.submit_many((gift,), done):
+            raise refuse(codes.OVERLOADED, "the gift queue is full; retry later")
+        result = await answer
+    finally:
+        services.gifts_in_flight.discard(claim)
+    applied = ok(result)
     return SentGiftOut(applied.response["gift"], applied.response["coins"],
                        applied.response["diamonds"], applied.response["sender_coins"])
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from litestar import Request
@@ -57,6 +57,9 @@ class Services:
     rate_requests_per_s: float = 50.0
     """Requests per second each key may sustain (see ``protection``)."""
     rate_burst_requests: int = 100
+    gifts_in_flight: set[tuple[str, str]] = field(default_factory=set)
+    """(sender, Idempotency-Key) of gifts submitted and not answered yet, in this process: a
+    duplicate meanwhile is ``idempotency_in_progress``."""
 
 
 Svc = NamedDependency[Services]
