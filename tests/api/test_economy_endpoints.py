@@ -148,7 +148,7 @@ def test_stripe_webhooks_credit_purchases_once(
     packs = client.get("/v1/catalog/coin-packs?region=US&channel=web", headers=admin).json()
     price = next(p["price_minor"] for p in packs if p["id"] == "web-700")
     paid = event_body("payment_intent.succeeded", _intent(order.json()["id"], price), "evt_p")
-    _refused(_deliver(client, paid), 503, "provider_unconfigured")
+    _refused(_deliver(client, paid), 404, "provider_unconfigured")
     configured = replace(services, stripe_webhook_secret=SECRET)
     with TestClient(app=create_app(configured)) as configured_client:
         _stripe_deliveries(configured_client, admin, viewer, paid)

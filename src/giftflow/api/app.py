@@ -35,6 +35,7 @@ from giftflow.api.common import (
     refuse,
 )
 from giftflow.api.events import serve_events
+from giftflow.api.openapi import with_problems
 from giftflow.api.problems import Problem, problem
 from giftflow.economy import codes
 from giftflow.economy.config import CHANNELS
@@ -421,9 +422,8 @@ def healthz() -> dict[str, str]:
 
 @get("/openapi.json", sync_to_thread=False, include_in_schema=False)
 def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """The OpenAPI document of this server."""
-    document: dict[str, Any] = request.app.openapi_schema.to_schema()
-    return document
+    """The OpenAPI document of this server, its failures as problem responses."""
+    return with_problems(request.app.openapi_schema.to_schema())
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -463,11 +463,18 @@ async def _strict_body(request: Request[Any, Any, Any]) -> None:
     §8 wants wrong types refused. So the body is first decoded here with the handler's own body
     type in strict mode, and a mismatch is a ``validation_error`` problem.
     """
+    if any("\x00" in str(value) for value in (*request.path_params.values(),
+                                               *request.query_params.values())):
+        raise refuse(codes.VALIDATION_ERROR, "a path or query value holds a NUL character")
     parameter = request.route_handler.parsed_fn_signature.parameters.get("data")
     if parameter is None:
         return
+    body = await request.body()
+    if b"\\u0000" in body:
+        # A text can be stored everywhere but a NUL character (PostgreSQL refuses it).
+        raise refuse(codes.VALIDATION_ERROR, "a string holds a NUL character")
     try:
-        msgspec.json.decode(await request.body(), type=parameter.annotation, strict=True)
+        msgspec.json.decode(body, type=parameter.annotation, strict=True)
     except msgspec.ValidationError as error:
         raise refuse(codes.VALIDATION_ERROR, str(error)) from error
     except msgspec.DecodeError as error:

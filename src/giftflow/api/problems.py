@@ -55,7 +55,7 @@ _STATUS: Final = {
     "bad_signature": 400,
     "stale_timestamp": 400,
     "malformed": 400,
-    "provider_unconfigured": 503,
+    "provider_unconfigured": 404,
     "not_ready": 503,
 }
 """HTTP status by code; every other code is a business refusal, 422."""

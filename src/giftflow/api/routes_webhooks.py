@@ -10,13 +10,18 @@ from typing import Annotated, Final
 
 import msgspec
 from litestar import get, post
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import JSONBody, Parameter
 
 from giftflow.access import Principal
 from giftflow.api.common import Services, Svc, Who, refuse
 from giftflow.api.webhooks import Attempt, Delivery, Endpoint, generate_secret
 from giftflow.economy import codes
+from giftflow.invariants import INT64_MAX
 from giftflow.ledger import Failure
+
+RowId = Annotated[int, Parameter(ge=1, le=INT64_MAX)]
+"""An id in a path: a positive 64-bit integer (larger ones are 400, not a lookup)."""
+BeforeId = Annotated[int | None, Parameter(ge=1, le=INT64_MAX)]
 
 TOPICS: Final = ("purchase_completed", "purchase_refunded", "gift_reversed", "gift_restored",
                  "payout_paid", "payout_failed", "payout_returned")
@@ -131,13 +136,13 @@ def list_endpoints(services: Svc, principal: Who,
 
 
 @post("/v1/webhooks/{endpoint_id:int}/disable", sync_to_thread=True, status_code=200)
-def disable_endpoint(services: Svc, principal: Who, endpoint_id: FromPath[int]) -> EndpointOut:
+def disable_endpoint(services: Svc, principal: Who, endpoint_id: RowId) -> EndpointOut:
     """Stop sending to an endpoint (deliveries wait until it is enabled again)."""
     return _switch(services, principal, endpoint_id, disabled=True)
 
 
 @post("/v1/webhooks/{endpoint_id:int}/enable", sync_to_thread=True, status_code=200)
-def enable_endpoint(services: Svc, principal: Who, endpoint_id: FromPath[int]) -> EndpointOut:
+def enable_endpoint(services: Svc, principal: Who, endpoint_id: RowId) -> EndpointOut:
     """Send to an endpoint again."""
     return _switch(services, principal, endpoint_id, disabled=False)
 
@@ -155,8 +160,8 @@ def _switch(services: Services, principal: Principal, endpoint_id: int, *,
 
 
 @get("/v1/webhooks/{endpoint_id:int}/deliveries", sync_to_thread=True)
-def list_deliveries(services: Svc, principal: Who, endpoint_id: FromPath[int],
-                    before_id: FromQuery[int | None] = None,
+def list_deliveries(services: Svc, principal: Who, endpoint_id: RowId,
+                    before_id: BeforeId = None,
                     limit: Annotated[int, Parameter(ge=1, le=100)] = 50) -> list[DeliveryOut]:
     """An endpoint's delivery log, newest first; ``before_id`` pages."""
     _own_endpoint(services, principal, endpoint_id)
@@ -166,7 +171,7 @@ def list_deliveries(services: Svc, principal: Who, endpoint_id: FromPath[int],
 
 @get("/v1/webhook-deliveries/{delivery_id:int}/attempts", sync_to_thread=True)
 def list_attempts(services: Svc, principal: Who,
-                  delivery_id: FromPath[int]) -> list[AttemptOut]:
+                  delivery_id: RowId) -> list[AttemptOut]:
     """A delivery's attempts, newest first."""
     _own_delivery(services, principal, delivery_id)
     return [_attempt_out(a) for a in services.webhooks.attempts(delivery_id)]
@@ -179,7 +184,7 @@ def _attempt_out(attempt: Attempt) -> AttemptOut:
 
 @post("/v1/webhook-deliveries/{delivery_id:int}/redeliver", sync_to_thread=True,
       status_code=202)
-def redeliver(services: Svc, principal: Who, delivery_id: FromPath[int]) -> DeliveryOut:
+def redeliver(services: Svc, principal: Who, delivery_id: RowId) -> DeliveryOut:
     """Send a delivery again now, with a fresh retry budget."""
     _own_delivery(services, principal, delivery_id)
     again = services.webhooks.redeliver(delivery_id)
