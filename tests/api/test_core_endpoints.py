@@ -4,20 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from api_world import make_user
 from litestar.testing import TestClient
 
 from giftflow.api.app import Services
 
 ROSE = 5655
 
-
-def _make(client: TestClient, admin: dict[str, str], handle: str, *,  # type: ignore[type-arg]
-          creator: bool = False) -> str:
-    answer = client.post("/v1/users", headers={**admin, "Idempotency-Key": f"user-{handle}"},
-                         json={"handle": handle, "region": "US", "birth_date": "1990-05-01",
-                               "is_creator": creator})
-    assert answer.status_code == 201, answer.text
-    return str(answer.json()["id"])
 
 
 def test_a_viewer_buys_coins_and_gifts_to_a_live_stream(
@@ -26,8 +19,8 @@ def test_a_viewer_buys_coins_and_gifts_to_a_live_stream(
     simulator, the creator's stream goes live, and three Roses cost 3 coins and credit 15,000
     diamond minor units; the wallet shows what is left, and the stream log has the gifts.
     """
-    creator = _make(client, admin, "star", creator=True)
-    viewer = _make(client, admin, "fan")
+    creator = make_user(client, admin, "star", creator=True)
+    viewer = make_user(client, admin, "fan")
     bought = client.post("/v1/purchases", headers={**admin, "Idempotency-Key": "buy-1"},
                          json={"user_id": viewer, "pack_id": "web-700", "channel": "web"})
     assert bought.status_code == 201, bought.text
@@ -55,8 +48,8 @@ def test_a_viewer_buys_coins_and_gifts_to_a_live_stream(
 def test_gifts_to_a_stream_that_is_not_live_are_invalid_state(
         client: TestClient, admin: dict[str, str]) -> None:  # type: ignore[type-arg]
     """A gift to a scheduled stream is 409 ``invalid_state`` and moves nothing."""
-    creator = _make(client, admin, "star", creator=True)
-    viewer = _make(client, admin, "fan")
+    creator = make_user(client, admin, "star", creator=True)
+    viewer = make_user(client, admin, "fan")
     client.post("/v1/purchases", headers=admin,
                 json={"user_id": viewer, "pack_id": "web-70", "channel": "web"})
     stream = client.post("/v1/streams", headers=admin,
@@ -75,8 +68,8 @@ def test_keys_are_checked_before_anything_else(client: TestClient,  # type: igno
     """No key is 401 ``unauthorized``; another user's wallet is 403 ``forbidden``; the
     ledgers list their scales.
     """
-    viewer = _make(client, admin, "fan")
-    other = _make(client, admin, "other")
+    viewer = make_user(client, admin, "fan")
+    other = make_user(client, admin, "other")
     assert client.get("/v1/ledgers").json()["code"] == "unauthorized"
     key = {"Authorization": f"Bearer {services.access.create_key('viewer', viewer)}"}
     denied = client.get(f"/v1/users/{other}/wallet", headers=key)
@@ -90,8 +83,8 @@ def test_bad_input_is_a_clear_problem(client: TestClient,  # type: ignore[type-a
     """Wrong types, a count above 2^63, malformed JSON and an oversized body are 400 or 413
     problems with their codes.
     """
-    viewer = _make(client, admin, "fan")
-    creator = _make(client, admin, "star", creator=True)
+    viewer = make_user(client, admin, "fan")
+    creator = make_user(client, admin, "star", creator=True)
     stream = client.post("/v1/streams", headers=admin,
                          json={"creator_id": creator, "title": "Live"}).json()
     client.post(f"/v1/streams/{stream['id']}/start", headers=admin)

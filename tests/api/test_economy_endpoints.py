@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import pyotp
+from api_world import make_user
 from litestar.testing import TestClient
 from stripe_events import OTHER_SECRET, SECRET, event_body, sign
 
@@ -15,14 +16,6 @@ from giftflow.api.app import Services, create_app
 DIAMONDS_FOR_TEN_DOLLARS = 20_000_000
 """2,000 diamonds in DIAMOND minor units: $10 at 1 cent per 2 diamonds, the US minimum."""
 
-
-def _make(client: TestClient, admin: dict[str, str], handle: str, *,  # type: ignore[type-arg]
-          creator: bool = False) -> str:
-    answer = client.post("/v1/users", headers={**admin, "Idempotency-Key": f"user-{handle}"},
-                         json={"handle": handle, "region": "US", "birth_date": "1990-05-01",
-                               "is_creator": creator})
-    assert answer.status_code == 201, answer.text
-    return str(answer.json()["id"])
 
 
 def _key(services: Services, role: str, owner: str = "") -> dict[str, str]:
@@ -71,8 +64,8 @@ def test_a_creator_enrols_two_factor_and_cashes_out(
     rule ``two_factor_required``, with a code it is reserved and listed; re-enrolling is 409,
     KYC by a non-admin and another creator's payouts are 403.
     """
-    creator = _make(client, admin, "star", creator=True)
-    other = _make(client, admin, "rival", creator=True)
+    creator = make_user(client, admin, "star", creator=True)
+    other = make_user(client, admin, "rival", creator=True)
     own = _key(services, "creator", creator)
     _refused(client.put(f"/v1/users/{creator}/kyc", headers=own, json={"status": "verified"}),
              403, "forbidden")
@@ -100,8 +93,8 @@ def test_a_buyer_reads_their_receipts(client: TestClient, admin: dict[str, str],
     """A simulator purchase issues a receipt: the buyer lists it and reads it as text/plain;
     another buyer is 403 and an unknown number 404.
     """
-    viewer = _make(client, admin, "fan")
-    other = _make(client, admin, "other")
+    viewer = make_user(client, admin, "fan")
+    other = make_user(client, admin, "other")
     bought = client.post("/v1/purchases", headers=admin,
                          json={"user_id": viewer, "pack_id": "web-700", "channel": "web"})
     number = bought.json()["receipt_id"]
@@ -141,7 +134,7 @@ def test_stripe_webhooks_credit_purchases_once(
     nothing); a wrong signature is 400 ``bad_signature``; an event giftflow ignores is 200; a
     refund of a payment not credited yet is 202; without a secret the endpoint is 503.
     """
-    viewer = _make(client, admin, "fan")
+    viewer = make_user(client, admin, "fan")
     order = client.post("/v1/purchases", headers=admin, json={
         "user_id": viewer, "pack_id": "web-700", "channel": "web", "provider": "stripe"})
     assert (order.status_code, order.json()["status"]) == (201, "open"), order.text
@@ -180,8 +173,8 @@ def test_limits_decrease_at_once_and_increase_with_two_factor(
     ``two_factor_not_enrolled``, with a code it waits for the cooling-off period;
     another user's limits are 403, an unknown metric 400.
     """
-    viewer = _make(client, admin, "fan")
-    other = _make(client, admin, "other")
+    viewer = make_user(client, admin, "fan")
+    other = make_user(client, admin, "other")
     own = _key(services, "viewer", viewer)
     limits = client.get(f"/v1/users/{viewer}/limits", headers=own)
     assert limits.status_code == 200, limits.text
@@ -211,8 +204,8 @@ def test_teams_have_owners_and_member_budgets(
     """A user creates a team and sets a member's budgets; another user may neither create a
     team for them nor change its members (403); an unknown team is 404.
     """
-    owner = _make(client, admin, "agency")
-    member = _make(client, admin, "member")
+    owner = make_user(client, admin, "agency")
+    member = make_user(client, admin, "member")
     own = _key(services, "viewer", owner)
     created = client.post("/v1/teams", headers=own,
                           json={"id": "acme", "name": "Acme", "owner_id": owner})
@@ -239,7 +232,7 @@ def test_admins_freeze_users_and_reject_adjustments(
     adjustment can't be rejected again (``adjustment_not_proposed``); a viewer key is 403 and
     no key 401 on admin endpoints.
     """
-    viewer = _make(client, admin, "fan")
+    viewer = make_user(client, admin, "fan")
     frozen = client.post("/v1/admin/freezes", headers=admin,
                          json={"user_id": viewer, "frozen": True, "reason": "chargebacks"})
     assert (frozen.status_code, frozen.json()["frozen"]) == (200, True), frozen.text
@@ -268,7 +261,7 @@ def test_risk_holds_are_reviewed_by_admins(
     """An open risk hold is in the review queue; an admin releases it once (again is 404);
     a creator key can't see the queue (403).
     """
-    creator = _make(client, admin, "star", creator=True)
+    creator = make_user(client, admin, "star", creator=True)
     economy = services.economy
 
     def hold(tx: Any) -> None:
@@ -296,10 +289,10 @@ def test_reports_for_creators_and_admins(
     liability report and reconcile a settlement report, which finds a payment giftflow lacks;
     a creator key is 403 on both, and a month 13 is 400.
     """
-    creator = _make(client, admin, "star", creator=True)
-    other = _make(client, admin, "rival", creator=True)
+    creator = make_user(client, admin, "star", creator=True)
+    other = make_user(client, admin, "rival", creator=True)
     own = _key(services, "creator", creator)
-    viewer = _make(client, admin, "fan")
+    viewer = make_user(client, admin, "fan")
     client.post("/v1/purchases", headers=admin,
                 json={"user_id": viewer, "pack_id": "web-700", "channel": "web"})
     today = time.gmtime()

@@ -253,38 +253,6 @@ class RejectIn(msgspec.Struct, forbid_unknown_fields=True):
     reason: Reason
 
 
-class StatementOut(msgspec.Struct):
-    """A creator's month: diamonds in DIAMOND minor units, cash by currency in minor units."""
-
-    creator_id: str
-    year: int
-    month: int
-    time_zone: str
-    start_ms: int
-    end_ms: int
-    gifts_received: int
-    gift_coins: int
-    gift_diamonds: int
-    diamonds_released: int
-    diamonds_reversed: int
-    diamonds_restored: int
-    diamonds_paid_out: int
-    diamonds_returned: int
-    diamonds_adjusted: int
-    opening_held: int
-    opening_available: int
-    closing_held: int
-    closing_available: int
-    payouts_requested: int
-    payouts_paid: int
-    payouts_failed: int
-    payouts_returned: int
-    cash_requested: dict[str, int]
-    cash_paid: dict[str, int]
-    cash_failed: dict[str, int]
-    cash_returned: dict[str, int]
-
-
 class LiabilityOut(msgspec.Struct):
     """What the platform owes in one currency (minor units) and the cash it holds against it."""
 
@@ -615,20 +583,13 @@ def reject_adjustment(services: Svc, principal: Who, adjustment_id: FromPath[str
 @get("/v1/creators/{creator_id:str}/statements/{year:int}/{month:int}", sync_to_thread=True)
 def get_statement(services: Svc, principal: Who, creator_id: FromPath[str],
                   year: Annotated[int, Parameter(ge=1970, le=9999)],
-                  month: Annotated[int, Parameter(ge=1, le=12)]) -> StatementOut:
+                  month: Annotated[int, Parameter(ge=1, le=12)]) -> reports.Statement:
     """A creator's monthly statement, in the creator's time zone (the creator or admin)."""
     act_for(services, principal, creator_id)
     statement = reports.creator_statement(services.economy, creator_id, year, month)
     if isinstance(statement, Failure):
         raise ApiError(problem(statement.code, statement.detail))
-    s = statement
-    return StatementOut(
-        s.creator_id, s.year, s.month, s.time_zone, s.start_ms, s.end_ms, s.gifts_received,
-        s.gift_coins, s.gift_diamonds, s.diamonds_released, s.diamonds_reversed,
-        s.diamonds_restored, s.diamonds_paid_out, s.diamonds_returned, s.diamonds_adjusted,
-        s.opening_held, s.opening_available, s.closing_held, s.closing_available,
-        s.payouts_requested, s.payouts_paid, s.payouts_failed, s.payouts_returned,
-        s.cash_requested, s.cash_paid, s.cash_failed, s.cash_returned)
+    return statement
 
 
 @get("/v1/reports/liability", sync_to_thread=True)
