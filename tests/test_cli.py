@@ -358,12 +358,15 @@ def test_keys_create_prints_the_key_alone_and_it_authenticates(target: Target) -
 
 def test_serve_in_demo_mode_seeds_data_and_answers_over_http(target: Target) -> None:
     """``giftflow serve --mode demo`` seeds a creator, funded viewers and a live stream, prints
-    its address and a demo key, and serves the API: a viewer's wallet, then a gift.
+    its address and a demo key, and serves the API: a viewer's wallet, then a gift, which a
+    WebSocket client of the stream's events receives (through the real server).
     """
     import json  # noqa: PLC0415
     import socket  # noqa: PLC0415
     import time  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
+
+    from websockets.sync.client import connect  # noqa: PLC0415
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -395,8 +398,15 @@ def test_serve_in_demo_mode_seeds_data_and_answers_over_http(target: Target) -> 
             f"{base}/v1/streams/demo-stream/gifts", headers=headers, method="POST",
             data=json.dumps({"sender_id": "demo-viewer-1", "gift_id": 5655,
                              "count": 2}).encode())
-        with urllib.request.urlopen(gift, timeout=5) as answer:  # noqa: S310
-            assert json.loads(answer.read())["sender_coins"] == 6_998
+        with connect(f"ws://127.0.0.1:{port}/v1/streams/demo-stream/events?after_seq=0",
+                     additional_headers={"Authorization": f"Bearer {key}"},
+                     open_timeout=10) as events:
+            seen = [event["type"] for event in json.loads(events.recv(timeout=10))]
+            assert seen[0] == "stream_started", seen
+            with urllib.request.urlopen(gift, timeout=5) as answer:  # noqa: S310
+                assert json.loads(answer.read())["sender_coins"] == 6_998
+            while "gift" not in seen:
+                seen += [event["type"] for event in json.loads(events.recv(timeout=10))]
     finally:
         server.terminate()
         server.wait(timeout=20)
