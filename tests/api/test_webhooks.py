@@ -15,9 +15,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from economy_env import Clock, EconomyEnv
+from economy_env import EconomyEnv, build_env
 
-from giftflow.adapters.providers.simulator import SimulatorPayouts
 from giftflow.adapters.sql.store import SqlStore
 from giftflow.api.webhooks import (
     DELIVERY_ID_HEADER,
@@ -31,11 +30,7 @@ from giftflow.api.webhooks import (
     sign,
     verify_signature,
 )
-from giftflow.economy import load_catalog, load_economy
-from giftflow.economy.payouts import Payouts
-from giftflow.economy.service import EconomyOptions, EconomyService
-from giftflow.economy.twofactor import SeedCipher
-from giftflow.ledger import Failure, Ledger
+from giftflow.ledger import Failure
 
 SECRET = "whsec_test_secret_0123456789"  # noqa: S105 -- a test secret
 
@@ -105,14 +100,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def env(store: SqlStore) -> EconomyEnv:
     """An economy in demo mode over the test's store, on a clock the test moves."""
-    clock = Clock()
-    store.now_ms = clock
-    simulator = SimulatorPayouts()
-    service = EconomyService(store, Ledger(store, clock_ms=clock), load_economy(),
-                             load_catalog(), cipher=SeedCipher(SeedCipher.generate_key()),
-                             options=EconomyOptions(demo_mode=True), clock_ms=clock)
-    return EconomyEnv(store, service, Payouts(service, {"simulator": simulator}), simulator,
-                      clock)
+    return build_env(store)
 
 
 @pytest.fixture

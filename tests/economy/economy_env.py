@@ -15,11 +15,13 @@ from paypal_server import CLIENT_ID_DEFAULT, CLIENT_SECRET_DEFAULT, PayPalServer
 from giftflow.adapters.providers.paypal import PayPalPayouts
 from giftflow.adapters.providers.simulator import SimulatorPayouts
 from giftflow.adapters.sql.store import SqlStore
+from giftflow.economy import load_catalog, load_economy
 from giftflow.economy.accounts import AccountKey
 from giftflow.economy.payouts import Payouts
 from giftflow.economy.periods import local_date
-from giftflow.economy.service import EconomyService, GiftRequest
-from giftflow.ledger import Applied, Result, verify
+from giftflow.economy.service import EconomyOptions, EconomyService, GiftRequest
+from giftflow.economy.twofactor import SeedCipher
+from giftflow.ledger import Applied, Ledger, Result, verify
 
 START_MS = 1_767_225_600_000
 """2026-01-01T00:00:00Z: where every test's clock starts."""
@@ -122,3 +124,18 @@ class EconomyEnv:
         report = verify(self.store.verification_facts())
         failures = [(c.name, c.violations) for c in report.checks if c.violations]
         assert not failures, failures
+
+
+def build_env(store: SqlStore) -> EconomyEnv:
+    """An economy in demo mode over ``store``, on a clock the test moves.
+
+    The store stamps transfers with the same clock, so ledger history and domain rows agree.
+    """
+    clock = Clock()
+    store.now_ms = clock
+    simulator = SimulatorPayouts()
+    service = EconomyService(store, Ledger(store, clock_ms=clock), load_economy(),
+                             load_catalog(), cipher=SeedCipher(SeedCipher.generate_key()),
+                             options=EconomyOptions(demo_mode=True), clock_ms=clock)
+    return EconomyEnv(store, service, Payouts(service, {"simulator": simulator}), simulator,
+                      clock)

@@ -55,6 +55,8 @@ from typing import Any, Self, cast
 from rich.console import Console
 from rich.table import Table
 
+from giftflow.invariants import invariant
+
 SERVER_CPU = 0
 """The CPU the server under test is pinned to."""
 
@@ -329,9 +331,9 @@ class _Connection(asyncio.Protocol):
         self._send()
 
     def _send(self) -> None:
-        assert self._transport is not None  # noqa: S101 -- set in connection_made
+        invariant(self._transport is not None, "a request is sent only once connected")
         self._sent = time.perf_counter()
-        self._transport.write(self._request)
+        self._transport.write(self._request)  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         """Complete as many responses as the buffer holds; send the next request."""
