@@ -100,3 +100,27 @@ def test_bad_input_is_a_clear_problem(client: TestClient,  # type: ignore[type-a
     huge = client.post(url, headers={**admin, "Content-Type": "application/json"},
                        content=b'{"sender_id": "' + b"x" * 70_000 + b'"}')
     assert (huge.status_code, huge.json()["code"]) == (413, "body_too_large")
+
+
+def test_the_document_names_operations_links_and_configured_choices(
+        client: TestClient, services: Services) -> None:  # type: ignore[type-arg]
+    """``/openapi.json`` names each operation after its handler (``createStream``), links a
+    created stream's id into ``startStream`` and a created user's id into ``getWallet``, lists
+    the economy file's regions and the topics as enums, and refuses unknown body fields.
+    """
+    document = client.get("/openapi.json").json()
+    operations = {op["operationId"]: op for path in document["paths"].values()
+                  for method, op in path.items() if method in ("get", "post", "put", "delete")}
+    assert {"createUser", "createStream", "startStream", "sendGift", "appointModerator",
+            "registerEndpoint"} <= set(operations)
+    stream_links = operations["createStream"]["responses"]["201"]["links"]
+    assert stream_links["StartStream"] == {"operationId": "startStream",
+                                           "parameters": {"stream_id": "$response.body#/id"}}
+    user_links = operations["createUser"]["responses"]["201"]["links"]
+    assert user_links["GetWallet"]["parameters"] == {"user_id": "$response.body#/id"}
+    schemas = document["components"]["schemas"]
+    assert schemas["UserIn"]["properties"]["region"]["enum"] == sorted(
+        services.economy.economy.regions)
+    assert "Europe/Berlin" in schemas["UserIn"]["properties"]["time_zone"]["enum"]
+    assert "gift_reversed" in str(schemas["EndpointIn"]["properties"]["topics"])
+    assert schemas["StreamIn"]["additionalProperties"] is False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zoneinfo
 from datetime import date
 from typing import Annotated, Any, Final, Literal
 
@@ -19,7 +20,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from giftflow.access import Principal
 from giftflow.api import protection, routes, routes_access, routes_webhooks
@@ -35,10 +36,10 @@ from giftflow.api.common import (
     refuse,
 )
 from giftflow.api.events import serve_events
-from giftflow.api.openapi import with_problems
+from giftflow.api.openapi import operation_id, with_choices, with_links, with_problems
 from giftflow.api.problems import Problem, problem
 from giftflow.economy import codes
-from giftflow.economy.config import CHANNELS
+from giftflow.economy.config import CHANNELS, Channel
 from giftflow.economy.service import GiftRequest, stable_id
 from giftflow.invariants import INT64_MAX
 from giftflow.ledger import Failure, Result
@@ -233,14 +234,14 @@ def list_gifts(services: Svc, principal: Who) -> list[GiftOut]:
 @get("/v1/catalog/coin-packs", sync_to_thread=False)
 def list_packs(services: Svc, principal: Who,
                region: Annotated[str, Parameter(max_length=16)],
-               channel: Annotated[str, Parameter(max_length=16)]) -> list[PackOut]:
+               channel: FromQuery[Channel]) -> list[PackOut]:
     """The coin packs of a region on a channel."""
     del principal
-    if region not in services.economy.economy.regions or channel not in CHANNELS:
-        raise refuse(codes.VALIDATION_ERROR, f"unknown region {region!r} or channel {channel!r}")
+    if region not in services.economy.economy.regions:
+        raise refuse(codes.VALIDATION_ERROR, f"unknown region {region!r}")
     found = services.economy.economy.region(region)
     return [PackOut(pack.id, pack.coins, pack.price_minor, found.currency, channel)
-            for pack in found.packs.for_channel(channel)]  # type: ignore[arg-type]
+            for pack in found.packs.for_channel(channel)]
 
 
 @post("/v1/purchases", sync_to_thread=True, status_code=201)
@@ -422,8 +423,18 @@ def healthz() -> dict[str, str]:
 
 @get("/openapi.json", sync_to_thread=False, include_in_schema=False)
 def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """The OpenAPI document of this server, its failures as problem responses."""
-    return with_problems(request.app.openapi_schema.to_schema())
+    """The OpenAPI document of this server: problem responses, links, configured choices."""
+    services: Services = request.app.state.services
+    economy = services.economy.economy
+    packs = {pack.id for region in economy.regions.values() for channel in CHANNELS
+             for pack in region.packs.for_channel(channel)}
+    choices = {"UserIn.region": economy.regions, "listPacks.region": economy.regions,
+               "UserIn.time_zone": zoneinfo.available_timezones(),
+               "PurchaseIn.pack_id": packs,
+               "AdjustmentIn.ledger": [spec.code for spec in
+                                       services.economy.ledger.store.ledgers()]}
+    document = with_problems(request.app.openapi_schema.to_schema())
+    return with_links(with_choices(document, choices))
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -501,7 +512,8 @@ def create_app(services: Services) -> Litestar:
                       "principal": Provide(authenticate, sync_to_thread=False)},
         exception_handlers={ApiError: _on_api_error, HTTPException: _on_http_error,
                             Exception: _on_bug},
-        openapi_config=OpenAPIConfig(title="giftflow", version="1", path="/docs"),
+        openapi_config=OpenAPIConfig(title="giftflow", version="1", path="/docs",
+                                     operation_id_creator=operation_id),
         request_max_body_size=REQUEST_BODY_BYTES_MAX,
         logging_config=None,
         before_request=_strict_body,

@@ -234,7 +234,8 @@ class AdjustmentIn(msgspec.Struct, forbid_unknown_fields=True):
     """A proposed adjustment: signed minor units into account ``(ledger, owner, kind)``."""
 
     ledger: Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
-    owner: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    owner: Annotated[str, msgspec.Meta(min_length=1, max_length=200,
+                                       pattern=admin.OWNER_PATTERN)]
     kind: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     amount: SignedAmount
     reason: Reason

@@ -37,6 +37,8 @@ ADJUSTMENT_LOTS_MAX: Final = 10_000
 """Unspent lots a coin-wallet debit reads."""
 
 OWNER_PREFIXES: Final = ("user:", "team:", "provider:", "payout:")
+OWNER_PATTERN: Final = f"^({acc.PLATFORM}$|{'|'.join(OWNER_PREFIXES)})"
+"""The owners an adjustment may name, as a regular expression (for the API's schema)."""
 
 
 def _reason_problem(reason: str) -> str:
