@@ -1,4 +1,4 @@
-"""Smoke test of `giftflow bench ledger` at tiny sizes."""
+"""Smoke tests of `giftflow bench ledger` and `giftflow bench events` at tiny sizes."""
 
 from __future__ import annotations
 
@@ -33,3 +33,20 @@ def test_bench_ledger_runs_both_modes_on_sqlite_and_prints_the_comparison(tmp_pa
         assert "pass" in row or "FAIL" in row
     assert "what bounds each figure" in text
     assert not list(tmp_path.rglob("*.sqlite3"))
+
+
+def test_bench_events_times_gifts_to_subscribers_through_the_real_server() -> None:
+    """One small scenario of ``giftflow bench events`` against the real server (uvicorn with
+    the frame writer, on its own CPU): 40 subscribers are held, 100 gifts/s for 2 s are all
+    accepted, every subscriber (fewer than 100, so all are sampled) times every gift it
+    receives (positive latencies, p50 at most p99), and nobody is told to resync.
+    """
+    from giftflow.bench.events import Scenario, measure  # noqa: PLC0415 -- bench only
+
+    result = measure(Scenario("small", 40, 100, 4), seconds=2)
+    assert result["subscribers"] == 40
+    assert result["gifts_other"] == 0
+    assert 150 <= result["gifts_ok"] <= 250
+    assert result["latency_samples"] >= 40 * result["gifts_ok"] * 0.9
+    assert 0 < result["p50_ms"] <= result["p99_ms"]
+    assert result["resyncs"] == 0

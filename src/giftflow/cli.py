@@ -122,6 +122,7 @@ def serve(
     """Serve the HTTP API (uvicorn); in demo mode, seed demo data and print how to use it."""
     import uvicorn  # noqa: PLC0415 -- only this command needs the server
 
+    from giftflow.api import ws_frames  # noqa: PLC0415
     from giftflow.api.app import create_app  # noqa: PLC0415
     from giftflow.api.demo import seed  # noqa: PLC0415
     from giftflow.api.protection import configure_logging  # noqa: PLC0415
@@ -150,7 +151,7 @@ def serve(
     stop_webhooks = start_webhook_worker(services)
     try:
         uvicorn.run(create_app(services), host=host, port=port, log_level="warning",
-                    access_log=False, loop="uvloop", http="httptools")
+                    access_log=False, loop="uvloop", http="httptools", ws=ws_frames.PROTOCOL)
     finally:
         stop_webhooks()
 
@@ -325,6 +326,20 @@ def bench_api(
     from giftflow.bench.api import run_api_bench  # noqa: PLC0415 -- heavy, bench only
 
     run_api_bench(out, seconds=seconds, connections=connections, repeats=repeats)
+
+
+@bench_app.command("events")
+def bench_events(
+    seconds: Annotated[float, typer.Option(min=1, max=600, help="Measured seconds per run.")] = 5,
+    repeats: Annotated[int, typer.Option(min=1, max=10, help="Runs of each scenario.")] = 3,
+) -> None:
+    """Gift-to-subscriber latency at 1,000 and 10,000 subscribers; a slow subscriber's cost."""
+    from giftflow.bench.events import run_events_bench  # noqa: PLC0415 -- heavy, bench only
+
+    try:
+        run_events_bench(out, seconds=seconds, repeats=repeats)
+    except RuntimeError as error:
+        raise CliError(str(error)) from error
 
 
 @bench_app.command("economy")

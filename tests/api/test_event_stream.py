@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import uvicorn
 from litestar.exceptions import WebSocketDisconnect
 from litestar.testing import TestClient
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
+from giftflow.api import ws_frames
 from giftflow.api.app import Services, create_app
 from giftflow.api.events import SUBSCRIBER_FRAMES_MAX, EventHub, Subscriber
 from giftflow.economy.service import GiftRequest
@@ -115,18 +124,20 @@ def test_a_subscriber_that_never_reads_is_told_to_resync_and_slows_nothing() -> 
 
 def test_a_slow_subscriber_does_not_hold_back_a_fast_one(services: Services,
                                                         admin: dict[str, str]) -> None:
-    """One subscriber of the hub never reads while 300 gift frames pass (more than its queue
-    holds): it is dropped with a resync, and a reading client still gets every event.
+    """Through plain ASGI (no frame writer), one subscriber of the feed never reads while 300
+    gifts pass in more ticks than its (here four-frame) queue holds: it is dropped with a
+    resync, and a reading client still gets every event once, in order.
     """
     live_stream(services)
     app = create_app(services)
     hub: EventHub = services.hub
+    idle_frames_max = 4
     with TestClient(app=app) as client, client.websocket_connect(
             "/v1/streams/s1/events?after_seq=1", headers=admin) as socket:
         async def add_idle() -> Subscriber:
-            joined = hub.subscribe("s1", 1)
-            assert joined is not None
-            return joined[0]
+            subscriber = Subscriber(queue=asyncio.Queue(idle_frames_max))
+            hub.feeds["s1"].subscribers.add(subscriber)
+            return subscriber
         idle = client.blocking_portal.call(add_idle)
         seen: list[int] = []
         for frame in range(300):
@@ -135,6 +146,86 @@ def test_a_slow_subscriber_does_not_hold_back_a_fast_one(services: Services,
                 while len(seen) < frame + 1:
                     seen += [e["seq"] for e in events_of(socket.receive_text())]
         assert seen == list(range(2, 302))
-        assert SUBSCRIBER_FRAMES_MAX < 300
         assert idle.dropped
-        assert idle.queue.qsize() == SUBSCRIBER_FRAMES_MAX
+        waiting = [idle.queue.get_nowait() for _ in range(idle.queue.qsize())]
+        assert len(waiting) <= idle_frames_max
+        assert waiting[-1] is None
+
+
+@contextlib.contextmanager
+def real_server(app: Any) -> Iterator[int]:
+    """``app`` served by uvicorn with the frame writer, as ``giftflow serve`` runs it; the port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, ws=ws_frames.PROTOCOL,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_subscriber_that_never_reads_is_dropped_by_the_real_server(
+        services: Services, admin: dict[str, str]) -> None:
+    """Through uvicorn with the frame writer (frames written straight to each connection), a
+    client that stops reading, with a 4 KiB receive buffer, is dropped once more than its
+    allowance (1 MiB) waits for it, while batches of 1,000 gifts keep going: it stays
+    subscribed to nothing, and when it reads again it finds the frames up to its drop and then
+    ``resync``. A reading client meanwhile gets every event once, in order.
+    """
+    live_stream(services)
+    for pack in range(3):
+        order = services.economy.create_order("fan", "web", "web-17500", "simulator", f"p{pack}")
+        services.economy.simulate_payment(order.response["order_id"])  # type: ignore[union-attr]
+    headers = {"Authorization": admin["Authorization"]}
+    with real_server(create_app(services)) as port:
+        url = f"ws://127.0.0.1:{port}/v1/streams/s1/events?after_seq=1"
+        slow_socket = socket.socket()
+        slow_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow_socket.connect(("127.0.0.1", port))
+        # websockets' client reads in a thread until 16 messages wait, then stops reading.
+        with connect(url, sock=slow_socket, additional_headers=headers, max_queue=16) as slow, \
+                connect(url, additional_headers=headers) as reader:
+            seen: list[int] = []
+
+            def read_all() -> None:
+                with contextlib.suppress(ConnectionClosed):
+                    while True:
+                        seen.extend(e["seq"] for e in events_of(reader.recv(timeout=30)))
+            reading = threading.Thread(target=read_all)
+            reading.start()
+            hub: EventHub = services.hub
+            batches = 0
+            while not any(s.dropped for s in hub.feeds["s1"].subscribers):
+                assert batches < 50, "the slow client was never dropped"
+                results = services.economy.send_gifts([
+                    GiftRequest("fan", "star", ROSE, 1, "s1", f"b{batches}-{n}")
+                    for n in range(1000)])
+                assert all(result.ok for result in results)
+                batches += 1
+                time.sleep(0.05)
+            last = 1 + 1000 * batches
+            deadline = time.monotonic() + 30
+            while (not seen or seen[-1] < last) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert seen == list(range(2, last + 1))
+            assert any(s.direct is not None for s in hub.feeds["s1"].subscribers), \
+                "the reader is written to directly"
+            received: list[dict[str, Any]] = []
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    received += events_of(slow.recv(timeout=30))
+            assert received[-1]["type"] == "resync"
+            kept = [e["seq"] for e in received[:-1]]
+            assert kept == list(range(2, kept[-1] + 1))
+            assert kept[-1] < last
+            reader.close()
+            reading.join(10)

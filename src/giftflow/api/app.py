@@ -38,6 +38,7 @@ from giftflow.api.common import (
 from giftflow.api.events import serve_events
 from giftflow.api.openapi import operation_id, with_choices, with_links, with_problems
 from giftflow.api.problems import Problem, problem
+from giftflow.api.ws_frames import writer_of
 from giftflow.economy import codes
 from giftflow.economy.config import CHANNELS, Channel
 from giftflow.economy.service import GiftRequest, stable_id
@@ -398,7 +399,8 @@ async def stream_events(socket: WebSocket[Any, Any, Any], stream_id: FromPath[st
     if raw is not None and not (raw.isdigit() and len(raw) <= AFTER_SEQ_DIGITS_MAX):
         await socket.close(code=4400, reason="after_seq is a whole number")
         return
-    await serve_events(socket, services.hub, stream_id, None if raw is None else int(raw))
+    await serve_events(socket, services.hub, stream_id, None if raw is None else int(raw),
+                       writer_of(socket.scope))
 
 
 def _may_watch(services: Services, principal: Principal, creator_id: str) -> bool:

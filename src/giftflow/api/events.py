@@ -2,9 +2,22 @@
 
 Events live in the store (``stream_frames``), written with the changes they report, so the
 stream survives restarts and any worker can serve any client. One :class:`StreamFeed` per
-stream with subscribers reads the new frames every tick and hands each frame, encoded once, to
-every subscriber's bounded queue. A subscriber whose queue is full is dropped and told to
-``resync``: it never slows the feed, and the feed never slows gift processing (it only reads).
+stream with subscribers reads the new events every tick and sends them to every subscriber as
+one frame, encoded once. A subscriber that does not keep up is dropped and told to ``resync``:
+it never slows the feed, and the feed never slows gift processing (it only reads).
+
+How a frame reaches a subscriber:
+
+- **directly**, once the subscriber is live and the server offers the ``giftflow.frames``
+  extension (``api/ws_frames.py``, what ``giftflow serve`` runs): the feed writes the frame,
+  serialized once, to each connection's transport, one after another. A subscriber with more
+  than ``SUBSCRIBER_BUFFER_BYTES_MAX`` unsent bytes is dropped.
+- **through its bounded queue** otherwise (and while it catches up): its own task sends the
+  frames as ASGI messages. A subscriber with ``SUBSCRIBER_FRAMES_MAX`` frames waiting is dropped.
+
+A tick lasts ``TICK_MS``, or longer when the fan-out itself takes long (many subscribers):
+at least ``FANOUT_TICK_RATIO`` times the last fan-out, so that fan-out never takes more than
+its share of the process, whatever the number of subscribers.
 
 A client that connects with ``after_seq=N`` gets the logged events after ``N`` and then the live
 ones, each exactly once and in order; without it, a ``snapshot`` of the stream comes first.
@@ -15,20 +28,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
 
+from giftflow.api.ws_frames import FrameWriter, text_frame
 from giftflow.live import Streams
 
 logger = logging.getLogger(__name__)
 
-TICK_MS: Final = 25
+TICK_MS: Final = 20
 """How often a feed looks for new frames (SPEC.md §4: one frame per 20–50 ms tick)."""
+FANOUT_TICK_RATIO: Final = 1
+"""A tick (the sleep between fan-outs) lasts at least the last fan-out: at most half the time."""
 SUBSCRIBER_FRAMES_MAX: Final = 256
-"""Frames a subscriber may have waiting before it is told to resync."""
+"""Frames a subscriber may have waiting in its queue before it is told to resync."""
+SUBSCRIBER_BUFFER_BYTES_MAX: Final = 1 << 20
+"""Bytes written directly to a subscriber and not yet taken before it is told to resync."""
 SUBSCRIBERS_PER_STREAM_MAX: Final = 20_000
 """Subscribers of one stream in one process."""
 CATCH_UP_FRAMES_MAX: Final = 10_000
@@ -41,11 +60,16 @@ Frame = tuple[int, int, str]
 
 @dataclass(eq=False)
 class Subscriber:
-    """One client's bounded queue of encoded frames; ``None`` in the queue means resync."""
+    """One client of a feed.
+
+    Its bounded queue holds encoded frames (``None`` means resync); ``direct`` is its
+    connection's frame writer once frames go to it directly.
+    """
 
     queue: asyncio.Queue[Frame | None] = field(
         default_factory=lambda: asyncio.Queue(SUBSCRIBER_FRAMES_MAX))
     dropped: bool = False
+    direct: FrameWriter | None = None
 
     def offer(self, frame: Frame) -> None:
         """Queue a frame without waiting; a full queue drops the subscriber."""
@@ -54,10 +78,14 @@ class Subscriber:
         try:
             self.queue.put_nowait(frame)
         except asyncio.QueueFull:
-            self.dropped = True
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.queue.get_nowait()
-            self.queue.put_nowait(None)
+            self.drop()
+
+    def drop(self) -> None:
+        """Stop sending; the subscriber's task tells the client to resync."""
+        self.dropped, self.direct = True, None
+        with contextlib.suppress(asyncio.QueueEmpty):
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
 
 
 class StreamFeed:
@@ -77,23 +105,41 @@ class StreamFeed:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        tick_s = TICK_MS / 1000
         try:
             while self.subscribers:
-                await asyncio.sleep(TICK_MS / 1000)
-                frames = await asyncio.to_thread(self.streams.frames_after, self.stream_id,
-                                                 self.last_seq)
-                for frame in frames:
-                    encoded = (frame[0]["seq"], frame[-1]["seq"], orjson.dumps(frame).decode())
-                    self.last_seq = frame[-1]["seq"]
-                    for subscriber in tuple(self.subscribers):
-                        subscriber.offer(encoded)
+                await asyncio.sleep(tick_s)
+                stored = await asyncio.to_thread(self.streams.frame_texts_after,
+                                                 self.stream_id, self.last_seq)
+                if not stored:
+                    continue
+                started = time.perf_counter()
+                self._fan_out(stored)
+                tick_s = max(TICK_MS / 1000, FANOUT_TICK_RATIO * (time.perf_counter() - started))
         except Exception:  # a bug: tell the subscribers to resync rather than hang
             logger.exception("stream feed %s failed", self.stream_id)
             for subscriber in tuple(self.subscribers):
-                subscriber.dropped = True
-                subscriber.queue.put_nowait(None)
+                subscriber.drop()
         finally:
             self._on_idle(self.stream_id)
+
+    def _fan_out(self, stored: list[tuple[int, int, str]]) -> None:
+        """Send the tick's events, as one frame, to every subscriber."""
+        text = stored[0][2] if len(stored) == 1 else "[" + ",".join(
+            events[1:-1] for _, _, events in stored) + "]"
+        frame = (stored[0][0], stored[-1][1], text)
+        self.last_seq = frame[1]
+        serialized = b""
+        for subscriber in tuple(self.subscribers):  # the hot loop: one write per subscriber
+            writer = subscriber.direct
+            if writer is None:
+                subscriber.offer(frame)
+            elif writer.transport.get_write_buffer_size() > SUBSCRIBER_BUFFER_BYTES_MAX or \
+                    writer.closing():
+                subscriber.drop()
+            else:
+                serialized = serialized or text_frame(text.encode())
+                writer.transport.write(serialized)
 
 
 class EventHub:
@@ -147,7 +193,7 @@ def snapshot_frame(stream_id: str, state: dict[str, Any], last_seq: int) -> str:
 
 
 async def serve_events(socket: Any, hub: EventHub, stream_id: str,  # noqa: ANN401 -- WebSocket
-                       after_seq: int | None) -> None:
+                       after_seq: int | None, writer: FrameWriter | None = None) -> None:
     """Send a connected client its stream's events until it leaves or must resync."""
     streams = hub.streams
     stream = await asyncio.to_thread(streams.get, stream_id)
@@ -164,7 +210,7 @@ async def serve_events(socket: Any, hub: EventHub, stream_id: str,  # noqa: ANN4
         sent = await _first_frames(socket, streams, stream_id, after_seq, live_from, stream)
         if sent is None:
             return
-        await _forward(socket, subscriber, stream_id, sent)
+        await _forward(socket, subscriber, stream_id, sent, writer)
     finally:
         hub.unsubscribe(stream_id, subscriber)
 
@@ -198,11 +244,17 @@ async def _first_frames(socket: Any, streams: Streams, stream_id: str,  # noqa: 
 
 
 async def _forward(socket: Any, subscriber: Subscriber, stream_id: str,  # noqa: ANN401
-                   sent: int) -> None:
-    """Pass live frames on until the client leaves or is told to resync."""
+                   sent: int, writer: FrameWriter | None) -> None:
+    """Pass live frames on until the client leaves or is told to resync.
+
+    Once the queue is empty and a frame writer is offered, the feed writes to the client
+    directly, and this task only waits for the client to leave or to be dropped.
+    """
     leaving = asyncio.get_running_loop().create_task(_until_closed(socket))
     try:
         while not leaving.done():
+            if writer is not None and subscriber.queue.empty() and not subscriber.dropped:
+                subscriber.direct = writer
             getting = asyncio.ensure_future(subscriber.queue.get())
             done, _ = await asyncio.wait({getting, leaving}, return_when=asyncio.FIRST_COMPLETED)
             if getting not in done:

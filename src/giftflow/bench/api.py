@@ -14,6 +14,7 @@ and at least 5,000 gifts per second.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -31,6 +33,7 @@ from typing import Final
 from rich.console import Console
 from rich.table import Table
 
+from giftflow.api import ws_frames
 from giftflow.bench.frameworks import LOADGEN_CPU, SERVER_CPU, WARMUP_S, _free_port, _pinned
 from giftflow.bootstrap import build_services
 from giftflow.ledger import Applied
@@ -40,6 +43,15 @@ ROSE: Final = 5655
 SENDERS_PACKS: Final = 60
 """17,500-coin packs the sender buys: enough for every gift of a run."""
 APPS: Final = ("giftflow", "bare")
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A running bench server: its port, an admin key, and its process id."""
+
+    port: int
+    key: str
+    pid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +96,12 @@ def _wait_ready(port: int, deadline_s: float = 30) -> None:
     raise RuntimeError(f"the server on port {port} did not start")
 
 
-def _run(app: str, seconds: float, connections: int) -> ApiRun:
+@contextlib.contextmanager
+def serving(app: str) -> Iterator[Served]:
+    """A seeded data directory and ``app`` served by uvicorn on CPU ``SERVER_CPU``.
+
+    The server's own output goes to a file, so that it can never block on a full pipe.
+    """
     data_dir = Path(tempfile.mkdtemp(prefix="bench-api-"))
     try:
         key = _seed(data_dir)
@@ -95,34 +112,42 @@ def _run(app: str, seconds: float, connections: int) -> ApiRun:
                "GIFTFLOW_BENCH_APP": app, "GIFTFLOW_RATE_REQUESTS_PER_S": "1000000",
                "GIFTFLOW_RATE_BURST_REQUESTS": "1000000"}
         env.pop("GIFTFLOW_DATABASE_URL", None)
-        server = subprocess.Popen(  # noqa: S603 -- our own interpreter
-            _pinned(SERVER_CPU, [str(Path(sys.executable).parent / "uvicorn"),
-                                 "giftflow.bench.api_apps:app", "--host", "127.0.0.1",
-                                 "--port", str(port), "--loop", "uvloop", "--http",
-                                 "httptools", "--no-access-log", "--log-level", "warning"]),
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with (data_dir / "server.log").open("wb") as log:
+            server = subprocess.Popen(  # noqa: S603 -- our own interpreter
+                _pinned(SERVER_CPU, [str(Path(sys.executable).parent / "uvicorn"),
+                                     "giftflow.bench.api_apps:app", "--host", "127.0.0.1",
+                                     "--port", str(port), "--loop", "uvloop", "--http",
+                                     "httptools", "--ws", ws_frames.PROTOCOL,
+                                     "--no-access-log", "--log-level", "warning",
+                                     "--backlog", "4096"]),
+                env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
             if app == "bare":
                 time.sleep(2)  # the bare app has no /healthz; give uvicorn its start-up
             else:
                 _wait_ready(port)
-            body = json.dumps({"sender_id": "fan", "gift_id": ROSE, "count": 1})
-            loadgen = _pinned(LOADGEN_CPU, [
-                sys.executable, "-m", "giftflow.bench.frameworks", "--loadgen", str(port),
-                "--seconds", str(seconds), "--connections", str(connections),
-                "--warmup", str(WARMUP_S), "--server-pid", str(server.pid),
-                "--path", "/v1/streams/s1/gifts", "--body", body,
-                "--header", f"Authorization: Bearer {key}"])
-            finished = subprocess.run(  # noqa: S603 -- our own argv
-                loadgen, capture_output=True, check=True, text=True, timeout=seconds + 60)
+            yield Served(port, key, server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)
-        data = json.loads(finished.stdout.strip().splitlines()[-1])
-        return ApiRun(app, data["ok"] / data["window_s"], data["p50_ms"], data["p99_ms"],
-                      data["other"])
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _run(app: str, seconds: float, connections: int) -> ApiRun:
+    with serving(app) as served:
+        body = json.dumps({"sender_id": "fan", "gift_id": ROSE, "count": 1})
+        loadgen = _pinned(LOADGEN_CPU, [
+            sys.executable, "-m", "giftflow.bench.frameworks", "--loadgen", str(served.port),
+            "--seconds", str(seconds), "--connections", str(connections),
+            "--warmup", str(WARMUP_S), "--server-pid", str(served.pid),
+            "--path", "/v1/streams/s1/gifts", "--body", body,
+            "--header", f"Authorization: Bearer {served.key}"])
+        finished = subprocess.run(  # noqa: S603 -- our own argv
+            loadgen, capture_output=True, check=True, text=True, timeout=seconds + 60)
+    data = json.loads(finished.stdout.strip().splitlines()[-1])
+    return ApiRun(app, data["ok"] / data["window_s"], data["p50_ms"], data["p99_ms"],
+                  data["other"])
 
 
 def run_api_bench(console: Console, *, seconds: float = 5.0, connections: int = 64,

@@ -174,6 +174,19 @@ class Streams:
             stream["status"] = after
         return _stream(stream)
 
+    def frame_texts_after(self, stream_id: str, after_seq: int,
+                          limit: int = FRAMES_READ_MAX) -> list[tuple[int, int, str]]:
+        """The logged frames after ``after_seq`` as stored: first seq, last seq, JSON text.
+
+        ``after_seq`` must be the last seq of a frame (or 0), so that no frame is cut.
+        """
+        rows = self.store.read("stream_frames", {"stream_id": stream_id,
+                                                 "last_seq >": after_seq},
+                               order_by=("first_seq",), limit=min(limit, FRAMES_READ_MAX))
+        invariant(not rows or rows[0]["first_seq"] > after_seq,
+                  f"seq {after_seq} of stream {stream_id} is inside a frame")
+        return [(row["first_seq"], row["last_seq"], row["events"]) for row in rows]
+
     def frames_after(self, stream_id: str, after_seq: int,
                      limit: int = FRAMES_READ_MAX) -> list[list[dict[str, Any]]]:
         """The logged frames holding events after ``after_seq``, those events only, in order."""
