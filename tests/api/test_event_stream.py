@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,10 +19,13 @@ from litestar.testing import TestClient
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from giftflow.adapters.sql.store import SqlStore
 from giftflow.api import ws_frames
 from giftflow.api.app import Services, create_app
 from giftflow.api.events import SUBSCRIBER_FRAMES_MAX, EventHub, Subscriber
+from giftflow.bootstrap import build_services
 from giftflow.economy.service import GiftRequest
+from giftflow.settings import Settings
 
 ROSE = 5655
 
@@ -95,6 +99,28 @@ def test_a_client_resumes_with_after_seq_exactly_once_in_order_across_a_restart(
         while len(received) < 15:
             received += [e["seq"] for e in events_of(socket.receive_text())]
     assert received == list(range(1, 16))
+
+
+def test_frames_committed_by_another_process_reach_subscribers_in_order(
+        services: Services, store: SqlStore, admin: dict[str, str], tmp_path: Path) -> None:
+    """A feed learns of this process's commits at once, and of another process's (here a
+    second set of services over the same store, which tells this hub nothing) by reading the
+    log: with gifts from both, interleaved, a subscriber gets every event once, in order.
+    """
+    live_stream(services)
+    other = build_services(Settings(data_dir=tmp_path / "other", mode="demo"), store)
+    received: list[int] = []
+    with TestClient(app=create_app(services)) as client, client.websocket_connect(
+            "/v1/streams/s1/events?after_seq=1", headers=admin) as socket:
+        for round_ in range(6):
+            sender = services if round_ % 2 == 0 else other
+            results = sender.economy.send_gifts([
+                GiftRequest("fan", "star", ROSE, 1, "s1", f"r{round_}-{n}") for n in range(3)])
+            assert all(result.ok for result in results)
+            while len(received) < 3 * (round_ + 1):
+                received += [e["seq"] for e in events_of(socket.receive_text())]
+    other.gifts.close()
+    assert received == list(range(2, 20))
 
 
 def test_a_refused_key_closes_with_4401(services: Services) -> None:

@@ -73,3 +73,24 @@ def test_gifts_get_gap_free_seqs_in_their_stream_and_resume_after_any_seq(
         assert resumed == list(range(after + 1, 32))
     gift = frames[1][0]
     assert (gift["type"], gift["data"]["sender"], gift["data"]["coins"]) == ("gift", "fan", 1)
+
+
+def test_listeners_hear_each_committed_frame_as_logged_and_nothing_refused(
+        store: SqlStore) -> None:
+    """A listener of the stream events is told, after each commit, of every frame exactly as
+    the log stores it (stream, first and last seq, text); a refused change (starting a live
+    stream again) and a refused gift (more coins than the fan has) tell it nothing.
+    """
+    service, streams = economy_with_streams(store)
+    heard: list[tuple[str, int, int, str]] = []
+    streams.events.listen(lambda *frame: heard.append(frame))
+    streams.create("s1", "star", "Roses")
+    streams.start("s1")
+    assert isinstance(streams.start("s1"), Failure)
+    assert all(r.ok for r in service.send_gifts([
+        GiftRequest("fan", "star", ROSE, 1, "s1", f"g{n}") for n in range(3)]))
+    assert not service.send_gifts([GiftRequest("fan", "star", ROSE, 1_000, "s1", "big")])[0].ok
+    logged = streams.frame_texts_after("s1", 0)
+    assert [(stream, first, last) for stream, first, last, _ in heard] == [
+        ("s1", 1, 1), ("s1", 2, 4)]
+    assert [(first, last, text) for _, first, last, text in heard] == logged

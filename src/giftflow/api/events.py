@@ -2,9 +2,12 @@
 
 Events live in the store (``stream_frames``), written with the changes they report, so the
 stream survives restarts and any worker can serve any client. One :class:`StreamFeed` per
-stream with subscribers reads the new events every tick and sends them to every subscriber as
-one frame, encoded once. A subscriber that does not keep up is dropped and told to ``resync``:
-it never slows the feed, and the feed never slows gift processing (it only reads).
+stream with subscribers sends, every tick, the tick's new events to every subscriber as one
+frame, encoded once. It learns of the frames this process commits at once (the log's listeners
+hand them over after each commit), and reads the log when they leave a gap (another process
+wrote) or every ``LOG_READ_MS`` when it heard of nothing. A subscriber that does not keep up is
+dropped and told to ``resync``: it never slows the feed, and the feed never slows gift
+processing.
 
 How a frame reaches a subscriber:
 
@@ -26,8 +29,10 @@ ones, each exactly once and in order; without it, a ``snapshot`` of the stream c
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +49,10 @@ TICK_MS: Final = 20
 """How often a feed looks for new frames (SPEC.md §4: one frame per 20–50 ms tick)."""
 FANOUT_TICK_RATIO: Final = 1
 """A tick (the sleep between fan-outs) lasts at least the last fan-out: at most half the time."""
+PUBLISHED_FRAMES_MAX: Final = 4096
+"""Committed frames that wait for a feed's next tick; past that, the feed reads the log."""
+LOG_READ_MS: Final = 250
+"""How often a feed that was told of nothing reads the log (for other processes' writes)."""
 SUBSCRIBER_FRAMES_MAX: Final = 256
 """Frames a subscriber may have waiting in its queue before it is told to resync."""
 SUBSCRIBER_BUFFER_BYTES_MAX: Final = 1 << 20
@@ -56,6 +65,8 @@ CATCH_UP_FRAMES_MAX: Final = 10_000
 
 Frame = tuple[int, int, str]
 """A frame's first and last ``seq`` and its JSON text, encoded once for every subscriber."""
+StoredFrame = tuple[int, int, str]
+"""A frame as the log stores it: first and last ``seq``, JSON text."""
 
 
 @dataclass(eq=False)
@@ -97,6 +108,9 @@ class StreamFeed:
         self.stream_id = stream_id
         self.last_seq = last_seq
         self.subscribers: set[Subscriber] = set()
+        self.published: collections.deque[StoredFrame] = collections.deque(
+            maxlen=PUBLISHED_FRAMES_MAX)
+        """Frames this process committed, appended by the committing thread."""
         self._on_idle = on_idle
         self._task: asyncio.Task[None] | None = None
 
@@ -105,12 +119,16 @@ class StreamFeed:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        tick_s = TICK_MS / 1000
+        tick_s, read_at = TICK_MS / 1000, -math.inf
         try:
             while self.subscribers:
                 await asyncio.sleep(tick_s)
-                stored = await asyncio.to_thread(self.streams.frame_texts_after,
-                                                 self.stream_id, self.last_seq)
+                stored = self._take_published()
+                now = time.monotonic()
+                if stored is None or (not stored and now - read_at >= LOG_READ_MS / 1000):
+                    stored = await asyncio.to_thread(self.streams.frame_texts_after,
+                                                     self.stream_id, self.last_seq)
+                    read_at = now
                 if not stored:
                     continue
                 started = time.perf_counter()
@@ -123,7 +141,25 @@ class StreamFeed:
         finally:
             self._on_idle(self.stream_id)
 
-    def _fan_out(self, stored: list[tuple[int, int, str]]) -> None:
+    def _take_published(self) -> list[StoredFrame] | None:
+        """The published frames that follow ``last_seq`` without a gap; ``None`` on a gap.
+
+        A gap (a frame committed by another process, or published before this feed began, or
+        more than ``PUBLISHED_FRAMES_MAX`` of them) means the log must be read instead.
+        """
+        published = self.published
+        taken = sorted(published.popleft() for _ in range(len(published)))
+        expected, frames = self.last_seq + 1, []
+        for frame in taken:
+            if frame[1] < expected:
+                continue
+            if frame[0] != expected:
+                return None
+            frames.append(frame)
+            expected = frame[1] + 1
+        return frames
+
+    def _fan_out(self, stored: list[StoredFrame]) -> None:
         """Send the tick's events, as one frame, to every subscriber."""
         text = stored[0][2] if len(stored) == 1 else "[" + ",".join(
             events[1:-1] for _, _, events in stored) + "]"
@@ -148,6 +184,13 @@ class EventHub:
     def __init__(self, streams: Streams) -> None:
         self.streams = streams
         self.feeds: dict[str, StreamFeed] = {}
+        streams.events.listen(self._committed)
+
+    def _committed(self, stream_id: str, first: int, last: int, text: str) -> None:
+        """A frame of this process committed (on the committing thread; deques are safe)."""
+        feed = self.feeds.get(stream_id)
+        if feed is not None:
+            feed.published.append((first, last, text))
 
     def subscribe(self, stream_id: str, last_seq: int) -> tuple[Subscriber, int] | None:
         """A new subscriber of the stream, and the seq after which it receives live frames.

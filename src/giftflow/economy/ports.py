@@ -9,7 +9,7 @@ together or not at all (SPEC.md §1, "Same transaction").
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
@@ -97,6 +97,10 @@ class EconomyTx(Protocol):
 
     def commit(self) -> None:
         """Write everything staged and commit (``StoreConflict`` on a lost race)."""
+        ...
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this transaction has committed (never if it does not)."""
         ...
 
     def __enter__(self) -> Self: ...

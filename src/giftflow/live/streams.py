@@ -9,7 +9,8 @@ what a WebSocket client receives (SPEC.md §4): a batch of gifts to one stream i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -48,11 +49,28 @@ def _stream(row: Row) -> Stream:
                   row["last_seq"])
 
 
-class StreamEvents:
-    """Appends events to streams' logs inside a transaction, with gap-free ``seq``."""
+CommitListener = Callable[[str, int, int, str], None]
+"""Told of every frame this process commits: stream id, first and last seq, JSON text."""
+LISTENERS_MAX: Final = 16
 
-    @staticmethod
-    def append(tx: EconomyTx, stream: Row, events: Sequence[tuple[str, Mapping[str, Any]]],
+
+class StreamEvents:
+    """Appends events to streams' logs inside a transaction, with gap-free ``seq``.
+
+    Once a transaction that appended a frame commits, the frame is handed to the listeners
+    (the event hub of this process), from the committing thread: so live subscribers need not
+    wait for the next read of the log. The log stays the truth; the listeners are a shortcut.
+    """
+
+    def __init__(self) -> None:
+        self.listeners: list[CommitListener] = []
+
+    def listen(self, listener: CommitListener) -> None:
+        """Be told of every frame committed from now on."""
+        invariant(len(self.listeners) < LISTENERS_MAX, "a bounded number of listeners")
+        self.listeners.append(listener)
+
+    def append(self, tx: EconomyTx, stream: Row, events: Sequence[tuple[str, Mapping[str, Any]]],
                now_ms: int) -> list[dict[str, Any]]:
         """Append ``events`` (type, data) to a stream whose row the caller locked.
 
@@ -63,9 +81,11 @@ class StreamEvents:
         frame = [{"stream_id": stream["id"], "seq": first + n, "type": kind, "ts": now_ms,
                   "data": data} for n, (kind, data) in enumerate(events)]
         last = first + len(events) - 1
+        text = orjson.dumps(frame).decode()
         tx.insert("stream_frames", {"stream_id": stream["id"], "first_seq": first,
-                                    "last_seq": last, "ts_ms": now_ms,
-                                    "events": orjson.dumps(frame).decode()})
+                                    "last_seq": last, "ts_ms": now_ms, "events": text})
+        for listener in self.listeners:
+            tx.after_commit(functools.partial(listener, stream["id"], first, last, text))
         tx.update("streams", {"id": stream["id"]}, {"last_seq": last})
         stream["last_seq"] = last
         return frame

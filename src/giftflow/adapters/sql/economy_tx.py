@@ -8,7 +8,7 @@ commit with the ledger's rows, so PostgreSQL still commits in one round trip.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -91,6 +91,7 @@ class SqlEconomyTx:
     def __init__(self, uow: SqlUnitOfWork) -> None:
         self.uow = uow
         self._locks = uow.db.dialect.locks_rows
+        self._after_commit: list[Callable[[], None]] = []
 
     def __enter__(self) -> Self:
         self.uow.__enter__()
@@ -232,5 +233,12 @@ class SqlEconomyTx:
         return self.uow.apply_many(operations)
 
     def commit(self) -> None:
-        """Write everything staged and commit."""
+        """Write everything staged and commit; then run the after-commit callbacks."""
         self.uow.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this transaction has committed (never if it does not)."""
+        self._after_commit.append(callback)
