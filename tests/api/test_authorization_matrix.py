@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Final
 
+import httpx
 import pyotp
 import pytest
 from litestar.exceptions import WebSocketDisconnect
@@ -26,6 +27,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute, WebSocketRoute
 from litestar.testing import TestClient
 from stripe_events import SECRET, event_body, sign
+from test_event_stream import real_server
 
 from giftflow.api.app import Services, create_app
 from giftflow.economy import admin as admin_ops
@@ -41,7 +43,8 @@ PRINCIPALS: Final = (
 """The callers of every cell. ``*_owner``: the key's owner owns the request's subject."""
 UNLISTED_PATHS: Final = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 EVENTS_ROUTE: Final = "/v1/streams/{stream_id:str}/events"
-"""The WebSocket route, checked by its own test (close codes, not statuses)."""
+"""The event stream: a WebSocket route (close codes, not statuses) and a Server-Sent Events
+route (a response that never ends), each checked by its own test below."""
 
 Expected = tuple[int, str | None]
 """A cell's status and its problem ``code`` (``None`` for a success)."""
@@ -491,7 +494,7 @@ def _outcome(answer: Any) -> Expected:
 def test_every_route_has_a_row_of_the_matrix(services: Services) -> None:
     """Every HTTP route of the application (but health, metrics and the OpenAPI documents) has
     exactly one row with an expectation for every principal, and every row names a real route;
-    the WebSocket route is the events stream, checked by its own test.
+    the event stream (WebSocket, and Server-Sent Events on GET) is checked by its own tests.
     """
     app = create_app(services)
     routes: set[tuple[str, str]] = set()
@@ -507,6 +510,8 @@ def test_every_route_has_a_row_of_the_matrix(services: Services) -> None:
             assert isinstance(handler, HTTPRouteHandler)
             routes.update((method, route.path) for method in handler.http_methods
                           if method not in ("OPTIONS", "HEAD"))
+    assert ("GET", EVENTS_ROUTE) in routes
+    routes.discard(("GET", EVENTS_ROUTE))
     rows = [(row.method, row.template) for row in ROWS]
     assert len(rows) == len(set(rows)), "a route has two rows"
     assert sorted(routes - set(rows)) == [], "routes without a row in the matrix"
@@ -547,6 +552,36 @@ The events are public to API keys, except that a creator key sees only its own c
 streams, a moderator only those of the creators who appointed them, and an overlay token only
 its creator's.
 """
+
+
+def test_the_event_stream_over_sse_refuses_with_401_and_403(world: World) -> None:
+    """Over Server-Sent Events (served by uvicorn, as the response never ends) each principal
+    watching the creator's live stream either gets 200 and the snapshot message first, or the
+    exact refusal: 401 without a key or with an unknown one, 403 for a creator key of another
+    creator, a moderator the creator did not appoint, and another creator's overlay token; the
+    creator's own overlay token connects through ``?token=``.
+    """
+    path = f"/v1/streams/{world.live_stream}/events"
+    rival_overlay = world.services.access.create_key("overlay", "rival", "overlay")
+    cases: list[tuple[str, str, dict[str, str], int]] = [
+        (principal, path, world.headers[principal], 200 if close is None else close - 4000)
+        for principal, close in SOCKET_CLOSES.items()]
+    cases += [("overlay token in the query", f"{path}?token={world.overlay_token}", {}, 200),
+              ("another creator's overlay", f"{path}?token={rival_overlay}", {}, 403),
+              ("an unknown key", path, {"Authorization": "Bearer gf_nope"}, 401)]
+    wrong: list[str] = []
+    with real_server(create_app(world.services)) as port:
+        for name, url, headers, status in cases:
+            with httpx.stream("GET", f"http://127.0.0.1:{port}{url}", headers=headers,
+                              timeout=10) as answer:
+                got: int | str = answer.status_code
+                if got == 200:
+                    data = next(line for line in answer.iter_lines() if line.startswith("data:"))
+                    if json.loads(data[5:])[0]["type"] != "snapshot":
+                        got = data
+            if got != status:
+                wrong.append(f"{name}: expected {status}, got {got}")
+    assert wrong == [], "\n".join(wrong)
 
 
 def test_the_event_stream_refuses_with_4401_and_4403(world: World) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from litestar.exceptions import WebSocketDisconnect
@@ -255,3 +256,49 @@ def test_a_subscriber_that_never_reads_is_dropped_by_the_real_server(
             assert kept[-1] < last
             reader.close()
             reading.join(10)
+
+
+def sse_messages(lines: Iterator[str]) -> Iterator[tuple[str | None, list[dict[str, Any]]]]:
+    """The (id, events) of each Server-Sent Events message; comments are skipped."""
+    message_id: str | None = None
+    for line in lines:
+        if line.startswith("id:"):
+            message_id = line[3:].strip()
+        elif line.startswith("data:"):
+            yield message_id, events_of(line[5:])
+            message_id = None
+
+
+def test_server_sent_events_resume_from_last_event_id_and_end_with_an_empty_id_resync(
+        services: Services, admin: dict[str, str]) -> None:
+    """Over Server-Sent Events (uvicorn) a client gets the snapshot, then gifts, each message's
+    id its last seq; reconnecting with ``Last-Event-ID`` (as ``EventSource`` does) it gets the
+    events it missed once, in order, even with an older ``?after_seq``; and asking for a seq
+    the stream has not reached gets one ``resync`` with an empty id, and the stream ends.
+    """
+    live_stream(services)
+    with real_server(create_app(services)) as port:
+        url = f"http://127.0.0.1:{port}/v1/streams/s1/events"
+        with httpx.stream("GET", url, headers=admin, timeout=10) as answer:
+            assert answer.headers["content-type"].startswith("text/event-stream")
+            messages = sse_messages(answer.iter_lines())
+            first_id, [snapshot] = next(messages)
+            assert (first_id, snapshot["type"]) == ("1", "snapshot")
+            gifts(services, 0, 2)
+            seen: list[int] = []
+            while len(seen) < 2:
+                message_id, events = next(messages)
+                seen += [e["seq"] for e in events]
+                assert message_id == str(events[-1]["seq"])
+        gifts(services, 2, 3)
+        with httpx.stream("GET", f"{url}?after_seq=1",
+                          headers={**admin, "Last-Event-ID": str(seen[-1])},
+                          timeout=10) as answer:
+            messages = sse_messages(answer.iter_lines())
+            while len(seen) < 5:
+                seen += [e["seq"] for e in next(messages)[1]]
+        assert seen == [2, 3, 4, 5, 6]
+        with httpx.stream("GET", f"{url}?after_seq=99", headers=admin, timeout=10) as answer:
+            ended = list(sse_messages(answer.iter_lines()))
+        assert [(message_id, [e["type"] for e in events]) for message_id, events in ended] == [
+            ("", ["resync"])]

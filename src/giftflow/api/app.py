@@ -21,6 +21,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.response import ServerSentEvent
 
 from giftflow.access import Principal
 from giftflow.api import protection, routes, routes_access, routes_webhooks
@@ -35,7 +36,7 @@ from giftflow.api.common import (
     ok,
     refuse,
 )
-from giftflow.api.events import serve_events
+from giftflow.api.events import serve_events, sse_messages
 from giftflow.api.openapi import operation_id, with_choices, with_links, with_problems
 from giftflow.api.problems import Problem, problem
 from giftflow.api.ws_frames import writer_of
@@ -403,6 +404,39 @@ async def stream_events(socket: WebSocket[Any, Any, Any], stream_id: FromPath[st
                        writer_of(socket.scope))
 
 
+@get("/v1/streams/{stream_id:str}/events", media_type="text/event-stream")
+async def stream_events_sse(request: Request[Any, Any, Any],
+                            stream_id: FromPath[str]) -> ServerSentEvent:
+    """The stream's events as Server-Sent Events, one message per frame (``id``: its last seq).
+
+    The same contract as the WebSocket on this path: a ``snapshot`` first, or the events after
+    ``?after_seq=N``, or after the ``Last-Event-ID`` header, which a reconnecting
+    ``EventSource`` sends (it wins over ``after_seq``). The key comes in the ``Authorization``
+    header or ``?token=``. A resync message has an empty id, so that an ``EventSource``
+    reconnects without ``Last-Event-ID`` and gets a snapshot. A comment every 15 s keeps
+    proxies from closing a quiet stream.
+    """
+    services: Services = request.app.state.services
+    header = request.headers.get("authorization", "")
+    token = header.partition(" ")[2].strip() or request.query_params.get("token", "")
+    principal = await asyncio.to_thread(services.access.authenticate, token)
+    if principal is None:
+        raise refuse("unauthorized", "send an API key ('Authorization: Bearer' or ?token=)")
+    stream = await asyncio.to_thread(services.streams.get, stream_id)
+    if stream is None:
+        raise refuse(codes.NOT_FOUND, f"no stream {stream_id}")
+    if not await asyncio.to_thread(_may_watch, services, principal, stream.creator_id):
+        raise refuse("forbidden", "this key may not watch this creator's streams")
+    raw = request.headers.get("last-event-id") or request.query_params.get("after_seq")
+    if raw is not None and not (raw.isdigit() and len(raw) <= AFTER_SEQ_DIGITS_MAX):
+        raise refuse(codes.VALIDATION_ERROR, "after_seq (or Last-Event-ID) is a whole number")
+    joined = services.hub.subscribe(stream_id, stream.last_seq)
+    if joined is None:
+        raise refuse(codes.OVERLOADED, "too many subscribers of this stream; try later")
+    return ServerSentEvent(sse_messages(services.hub, stream, None if raw is None else int(raw),
+                                        joined))
+
+
 def _may_watch(services: Services, principal: Principal, creator_id: str) -> bool:
     """Whether the principal may watch the creator's streams' events.
 
@@ -504,7 +538,7 @@ def create_app(services: Services) -> Litestar:
     app = Litestar(
         route_handlers=[list_ledgers, create_user, get_wallet, list_gifts, list_packs,
                         create_purchase, create_stream, start_stream, end_stream, send_gift,
-                        request_payout, get_payout, stream_events, healthz,
+                        request_payout, get_payout, stream_events, stream_events_sse, healthz,
                         openapi_document, *routes.ROUTES, *routes_access.ROUTES,
                         *routes_webhooks.ROUTES,
                         *protection.ROUTES],

@@ -34,14 +34,16 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
+from litestar.response.sse import ServerSentEventMessage
 
 from giftflow.api.ws_frames import FrameWriter, text_frame
 from giftflow.live import Streams
+from giftflow.live.streams import Stream
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +237,10 @@ def snapshot_frame(stream_id: str, state: dict[str, Any], last_seq: int) -> str:
                           "data": state}]).decode()
 
 
+Sent = tuple[int, str, bool]
+"""What a client is sent: the frame's last seq, its JSON text, and whether it is a resync."""
+
+
 async def serve_events(socket: Any, hub: EventHub, stream_id: str,  # noqa: ANN401 -- WebSocket
                        after_seq: int | None, writer: FrameWriter | None = None) -> None:
     """Send a connected client its stream's events until it leaves or must resync."""
@@ -250,26 +256,32 @@ async def serve_events(socket: Any, hub: EventHub, stream_id: str,  # noqa: ANN4
     subscriber, live_from = joined
     try:
         await socket.accept()
-        sent = await _first_frames(socket, streams, stream_id, after_seq, live_from, stream)
-        if sent is None:
-            return
+        sent = live_from if after_seq is None else after_seq
+        async for last, text, resync in first_frames(streams, stream, after_seq, live_from):
+            await socket.send_text(text)
+            if resync:
+                await socket.close(code=1000)
+                return
+            sent = last
         await _forward(socket, subscriber, stream_id, sent, writer)
     finally:
         hub.unsubscribe(stream_id, subscriber)
 
 
-async def _first_frames(socket: Any, streams: Streams, stream_id: str,  # noqa: ANN401
-                        after_seq: int | None, live_from: int,
-                        stream: Any) -> int | None:  # noqa: ANN401 -- WebSocket and Stream
-    """Send the snapshot or the catch-up; the last seq sent, or ``None`` after a resync."""
+async def first_frames(streams: Streams, stream: Stream, after_seq: int | None,
+                       live_from: int) -> AsyncIterator[Sent]:
+    """The snapshot, or the logged frames after ``after_seq`` up to ``live_from``.
+
+    A client too far behind (or ahead) gets a resync instead, and nothing after it.
+    """
+    stream_id = stream.id
     if after_seq is None:
         state = {"status": stream.status, "title": stream.title, "creator_id": stream.creator_id}
-        await socket.send_text(snapshot_frame(stream_id, state, live_from))
-        return live_from
+        yield live_from, snapshot_frame(stream_id, state, live_from), False
+        return
     if after_seq > live_from:
-        await socket.send_text(resync_frame(stream_id, live_from))
-        await socket.close(code=1000)
-        return None
+        yield live_from, resync_frame(stream_id, live_from), True
+        return
     sent, frames_read = after_seq, 0
     while sent < live_from:
         frames = await asyncio.to_thread(streams.frames_after, stream_id, sent)
@@ -277,13 +289,25 @@ async def _first_frames(socket: Any, streams: Streams, stream_id: str,  # noqa: 
         kept = [[e for e in frame if e["seq"] <= live_from] for frame in frames]
         kept = [frame for frame in kept if frame]
         if not kept or frames_read > CATCH_UP_FRAMES_MAX:
-            await socket.send_text(resync_frame(stream_id, live_from))
-            await socket.close(code=1000)
-            return None
+            yield live_from, resync_frame(stream_id, live_from), True
+            return
         for frame in kept:
-            await socket.send_text(orjson.dumps(frame).decode())
             sent = frame[-1]["seq"]
-    return sent
+            yield sent, orjson.dumps(frame).decode(), False
+
+
+def unsent_part(frame: Frame, sent: int) -> str | None:
+    """The part of a queued frame after ``sent`` (``None`` when all of it was sent).
+
+    Only the first live frames can overlap the catch-up: a frame read for the catch-up may also
+    have been queued.
+    """
+    first, last, text = frame
+    if last <= sent:
+        return None
+    if first <= sent:
+        return orjson.dumps([e for e in orjson.loads(text) if e["seq"] > sent]).decode()
+    return text
 
 
 async def _forward(socket: Any, subscriber: Subscriber, stream_id: str,  # noqa: ANN401
@@ -308,15 +332,66 @@ async def _forward(socket: Any, subscriber: Subscriber, stream_id: str,  # noqa:
                 await socket.send_text(resync_frame(stream_id, sent))
                 await socket.close(code=1000)
                 return
-            first, last, text = frame
-            if last <= sent:
-                continue
-            if first <= sent:  # only where the catch-up meets the live frames
-                text = orjson.dumps([e for e in orjson.loads(text) if e["seq"] > sent]).decode()
-            await socket.send_text(text)
-            sent = last
+            text = unsent_part(frame, sent)
+            if text is not None:
+                await socket.send_text(text)
+                sent = frame[1]
     finally:
         leaving.cancel()
+
+
+async def live_frames(subscriber: Subscriber, stream_id: str, sent: int,
+                      idle_s: float) -> AsyncIterator[Sent | None]:
+    """A queued subscriber's live frames, ending with a resync if it is dropped.
+
+    ``None`` after ``idle_s`` without a frame (for a keep-alive).
+    """
+    while True:
+        try:
+            frame = await asyncio.wait_for(subscriber.queue.get(), idle_s)
+        except TimeoutError:
+            yield None
+            continue
+        if frame is None:
+            yield sent, resync_frame(stream_id, sent), True
+            return
+        text = unsent_part(frame, sent)
+        if text is not None:
+            sent = frame[1]
+            yield sent, text, False
+
+
+SSE_KEEPALIVE_S: Final = 15.0
+"""Seconds without a frame after which a Server-Sent Events stream gets a comment."""
+
+
+async def sse_messages(hub: EventHub, stream: Stream, after_seq: int | None,
+                       joined: tuple[Subscriber, int]) -> AsyncIterator[ServerSentEventMessage]:
+    """A subscriber's frames as Server-Sent Events, until it is dropped (then a resync).
+
+    The subscriber stays on its bounded queue (there is no frame writer for a plain HTTP
+    response); it is let go when the client leaves and the response stops.
+    """
+    subscriber, live_from = joined
+    try:
+        sent = live_from if after_seq is None else after_seq
+        async for last, text, resync in first_frames(hub.streams, stream, after_seq, live_from):
+            yield _sse(last, text, resync)
+            if resync:
+                return
+            sent = last
+        async for item in live_frames(subscriber, stream.id, sent, SSE_KEEPALIVE_S):
+            if item is None:
+                yield ServerSentEventMessage(data=None, comment="keep-alive")
+                continue
+            yield _sse(*item)
+    finally:
+        hub.unsubscribe(stream.id, subscriber)
+
+
+def _sse(last: int, text: str, resync: bool) -> ServerSentEventMessage:
+    """One frame as a message; a resync's empty id resets the client's last event id."""
+    return ServerSentEventMessage(data=text, id="" if resync else last)
 
 
 async def _until_closed(socket: Any) -> None:  # noqa: ANN401 -- Litestar's WebSocket
