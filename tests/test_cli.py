@@ -90,12 +90,12 @@ def test_migrate_applies_once(target: Target) -> None:
     """
     first = target.run("migrate")
     assert first.returncode == 0, first.stderr
-    assert "applied migrations 1, 2, 3, 4; schema is at 4" in first.stdout
+    assert "applied migrations 1, 2, 3, 4, 5; schema is at 5" in first.stdout
     second = target.run("migrate")
     assert second.returncode == 0, second.stderr
-    assert "schema is up to date at version 4" in second.stdout
+    assert "schema is up to date at version 5" in second.stdout
     assert target.execute("SELECT version FROM schema_migrations ORDER BY version") == [
-        (1,), (2,), (3,), (4,)]
+        (1,), (2,), (3,), (4,), (5,)]
 
 
 def test_example_then_verify_passes(target: Target) -> None:

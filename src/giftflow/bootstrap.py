@@ -6,6 +6,7 @@ import base64
 import gc
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -164,19 +165,36 @@ def build_services(settings: Settings, store: SqlStore | None = None) -> Service
 
 
 WEBHOOK_TICK_S = 1.0
-"""How often the webhook worker fans events out and delivers what is due."""
+"""How often the worker fans webhook events out and delivers what is due."""
+PRUNE_TICK_S = 600.0
+"""How often the worker removes the streams' events past their keep."""
 
 
-def start_webhook_worker(services: Services) -> Callable[[], None]:
-    """Run fan-out and delivery every :data:`WEBHOOK_TICK_S` in a thread; returns its stop."""
+def start_workers(services: Services, settings: Settings) -> Callable[[], None]:
+    """Run the service's background work in a thread; returns its stop.
+
+    Every :data:`WEBHOOK_TICK_S`, webhook fan-out and delivery; every :data:`PRUNE_TICK_S`,
+    the streams' events older than ``settings.event_history_days`` are removed, a bounded
+    batch at a time.
+    """
+    from giftflow.live.streams import PRUNE_FRAMES_MAX  # noqa: PLC0415 -- as build_services
+
     stop = threading.Event()
+    history_ms = settings.event_history_days * 86_400_000
 
     def work() -> None:
+        pruned_at = 0.0
         while not stop.wait(WEBHOOK_TICK_S):
             services.webhooks.fan_out()
             services.webhooks.deliver_due()
+            if time.monotonic() - pruned_at >= PRUNE_TICK_S:
+                pruned_at = time.monotonic()
+                before_ms = services.streams.clock_ms() - history_ms
+                while (services.streams.prune_history(before_ms) == PRUNE_FRAMES_MAX
+                       and not stop.is_set()):
+                    pass
 
-    thread = threading.Thread(target=work, name="giftflow-webhooks", daemon=True)
+    thread = threading.Thread(target=work, name="giftflow-workers", daemon=True)
     thread.start()
 
     def stopper() -> None:

@@ -126,7 +126,7 @@ def serve(
     from giftflow.api.app import create_app  # noqa: PLC0415
     from giftflow.api.demo import seed  # noqa: PLC0415
     from giftflow.api.protection import configure_logging  # noqa: PLC0415
-    from giftflow.bootstrap import build_services, start_webhook_worker  # noqa: PLC0415
+    from giftflow.bootstrap import build_services, start_workers  # noqa: PLC0415
 
     configure_logging(logging.INFO)
     settings = load_settings(data_dir, db)
@@ -148,12 +148,12 @@ def serve(
                   "  dashboard and overlays: served from the next milestone"]
     for line in lines:
         out.print(line, soft_wrap=True, markup=False, highlight=False)
-    stop_webhooks = start_webhook_worker(services)
+    stop_workers = start_workers(services, settings)
     try:
         uvicorn.run(create_app(services), host=host, port=port, log_level="warning",
                     access_log=False, loop="uvloop", http="httptools", ws=ws_frames.PROTOCOL)
     finally:
-        stop_webhooks()
+        stop_workers()
 
 
 @keys_app.command("create")

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     group_commit_queue_operations_max: int = Field(default=20_000, ge=1, le=1_000_000)
     transfers_per_operation_max: int = Field(default=64, ge=1, le=4_095)
     history_page_entries_max: int = Field(default=500, ge=1, le=10_000)
+    event_history_days: int = Field(default=7, ge=1, le=3_650)
+    """How long streams' events are kept for clients that resume (SPEC.md §4)."""
     conflict_retries_max: int = Field(default=8, ge=1, le=100)
 
     rate_requests_per_s: float = Field(default=50.0, gt=0, le=1_000_000)

@@ -217,18 +217,19 @@ def test_migrations_apply_once(store_url: str) -> None:
     """
     fresh = SqlStore(store_url, StoreOptions(migrate=False))
     try:
-        assert fresh.migrate() == [1, 2, 3, 4]
+        assert fresh.migrate() == [1, 2, 3, 4, 5]
         assert fresh.migrate() == []
-        assert fresh.schema_version() == 4
+        assert fresh.schema_version() == 5
     finally:
         fresh.close()
     reopened = SqlStore(store_url)
     try:
         assert reopened.migrate() == []
-        assert reopened.schema_version() == 4
+        assert reopened.schema_version() == 5
         with reopened.connection() as db:
             assert raw(db, "SELECT version, name FROM schema_migrations ORDER BY version") == [
-                (1, "ledger"), (2, "economy"), (3, "service"), (4, "webhooks")]
+                (1, "ledger"), (2, "economy"), (3, "service"), (4, "webhooks"),
+                (5, "event history")]
     finally:
         reopened.close()
 
@@ -292,7 +293,7 @@ def test_sqlite_store_creates_its_directory(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "g.sqlite3"
     store = SqlStore(f"sqlite:///{target}")
     try:
-        assert store.schema_version() == 4
+        assert store.schema_version() == 5
     finally:
         store.close()
     assert target.is_file()

@@ -302,3 +302,28 @@ def test_server_sent_events_resume_from_last_event_id_and_end_with_an_empty_id_r
             ended = list(sse_messages(answer.iter_lines()))
         assert [(message_id, [e["type"] for e in events]) for message_id, events in ended] == [
             ("", ["resync"])]
+
+
+def test_history_past_its_keep_is_pruned_and_resuming_from_it_means_resync(
+        services: Services, admin: dict[str, str]) -> None:
+    """Pruning removes the oldest logged frames, a bounded number at a time (here 2 of the 4:
+    ``stream_started`` and the first gift batch). A client resuming from a removed seq gets
+    ``resync`` at once; one resuming from the first kept seq's predecessor gets the kept events.
+    """
+    live_stream(services)
+    for batch in range(3):
+        gifts(services, batch * 2, 2)
+    newest_ms = max(row["ts_ms"] for row in services.economy.store.read("stream_frames", {}))
+    assert services.streams.prune_history(newest_ms + 1, frames_max=2) == 2
+    kept = services.streams.frame_texts_after("s1", 3)
+    assert [(first, last) for first, last, _ in kept] == [(4, 5), (6, 7)]
+    with TestClient(app=create_app(services)) as client:
+        with client.websocket_connect("/v1/streams/s1/events?after_seq=1",
+                                      headers=admin) as socket:
+            assert [e["type"] for e in events_of(socket.receive_text())] == ["resync"]
+        with client.websocket_connect("/v1/streams/s1/events?after_seq=3",
+                                      headers=admin) as socket:
+            seen: list[int] = []
+            while len(seen) < 4:
+                seen += [e["seq"] for e in events_of(socket.receive_text())]
+    assert seen == [4, 5, 6, 7]

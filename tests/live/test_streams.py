@@ -75,15 +75,15 @@ def test_gifts_get_gap_free_seqs_in_their_stream_and_resume_after_any_seq(
     assert (gift["type"], gift["data"]["sender"], gift["data"]["coins"]) == ("gift", "fan", 1)
 
 
-def test_listeners_hear_each_committed_frame_as_logged_and_nothing_refused(
+def test_the_bus_carries_each_committed_frame_as_logged_and_nothing_refused(
         store: SqlStore) -> None:
-    """A listener of the stream events is told, after each commit, of every frame exactly as
+    """A listener of the frame bus is told, after each commit, of every frame exactly as
     the log stores it (stream, first and last seq, text); a refused change (starting a live
     stream again) and a refused gift (more coins than the fan has) tell it nothing.
     """
     service, streams = economy_with_streams(store)
     heard: list[tuple[str, int, int, str]] = []
-    streams.events.listen(lambda *frame: heard.append(frame))
+    streams.bus.subscribe(lambda *frame: heard.append(frame))
     streams.create("s1", "star", "Roses")
     streams.start("s1")
     assert isinstance(streams.start("s1"), Failure)

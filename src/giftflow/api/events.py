@@ -3,11 +3,11 @@
 Events live in the store (``stream_frames``), written with the changes they report, so the
 stream survives restarts and any worker can serve any client. One :class:`StreamFeed` per
 stream with subscribers sends, every tick, the tick's new events to every subscriber as one
-frame, encoded once. It learns of the frames this process commits at once (the log's listeners
-hand them over after each commit), and reads the log when they leave a gap (another process
-wrote) or every ``LOG_READ_MS`` when it heard of nothing. A subscriber that does not keep up is
-dropped and told to ``resync``: it never slows the feed, and the feed never slows gift
-processing.
+frame, encoded once. It learns of committed frames at once from the frame bus (``live/bus.py``;
+in memory, within this process, for now), and reads the log when they leave a gap (another
+process wrote) or every ``LOG_READ_MS`` when it heard of nothing. A subscriber that does not
+keep up is dropped and told to ``resync``: it never slows the feed, and the feed never slows
+gift processing.
 
 How a frame reaches a subscriber:
 
@@ -186,7 +186,7 @@ class EventHub:
     def __init__(self, streams: Streams) -> None:
         self.streams = streams
         self.feeds: dict[str, StreamFeed] = {}
-        streams.events.listen(self._committed)
+        streams.bus.subscribe(self._committed)
 
     def _committed(self, stream_id: str, first: int, last: int, text: str) -> None:
         """A frame of this process committed (on the committing thread; deques are safe)."""
@@ -288,7 +288,8 @@ async def first_frames(streams: Streams, stream: Stream, after_seq: int | None,
         frames_read += len(frames)
         kept = [[e for e in frame if e["seq"] <= live_from] for frame in frames]
         kept = [frame for frame in kept if frame]
-        if not kept or frames_read > CATCH_UP_FRAMES_MAX:
+        pruned = bool(kept) and kept[0][0]["seq"] != sent + 1  # older than the history kept
+        if not kept or pruned or frames_read > CATCH_UP_FRAMES_MAX:
             yield live_from, resync_frame(stream_id, live_from), True
             return
         for frame in kept:

@@ -10,7 +10,7 @@ what a WebSocket client receives (SPEC.md §4): a batch of gifts to one stream i
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -20,6 +20,7 @@ from giftflow.economy import codes
 from giftflow.economy.ports import EconomyStore, EconomyTx, Row
 from giftflow.invariants import invariant
 from giftflow.ledger import Failure
+from giftflow.live.bus import FrameBus, InMemoryFrameBus
 
 INVALID_STATE: Final = "invalid_state"
 """A change that the stream's state does not allow (a gift to a stream that is not live)."""
@@ -30,6 +31,8 @@ CREATORS_CACHED_MAX: Final = 100_000
 """Streams whose creator is remembered."""
 FRAMES_READ_MAX: Final = 1_000
 """Frames one read of the log returns."""
+PRUNE_FRAMES_MAX: Final = 1_000
+"""Frames one pruning transaction removes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,26 +52,16 @@ def _stream(row: Row) -> Stream:
                   row["last_seq"])
 
 
-CommitListener = Callable[[str, int, int, str], None]
-"""Told of every frame this process commits: stream id, first and last seq, JSON text."""
-LISTENERS_MAX: Final = 16
-
-
 class StreamEvents:
     """Appends events to streams' logs inside a transaction, with gap-free ``seq``.
 
-    Once a transaction that appended a frame commits, the frame is handed to the listeners
-    (the event hub of this process), from the committing thread: so live subscribers need not
-    wait for the next read of the log. The log stays the truth; the listeners are a shortcut.
+    Once a transaction that appended a frame commits, the frame is published on the frame bus,
+    from the committing thread: so live subscribers need not wait for the next read of the log.
+    The log stays the truth; the bus is a shortcut.
     """
 
-    def __init__(self) -> None:
-        self.listeners: list[CommitListener] = []
-
-    def listen(self, listener: CommitListener) -> None:
-        """Be told of every frame committed from now on."""
-        invariant(len(self.listeners) < LISTENERS_MAX, "a bounded number of listeners")
-        self.listeners.append(listener)
+    def __init__(self, bus: FrameBus) -> None:
+        self.bus = bus
 
     def append(self, tx: EconomyTx, stream: Row, events: Sequence[tuple[str, Mapping[str, Any]]],
                now_ms: int) -> list[dict[str, Any]]:
@@ -84,8 +77,7 @@ class StreamEvents:
         text = orjson.dumps(frame).decode()
         tx.insert("stream_frames", {"stream_id": stream["id"], "first_seq": first,
                                     "last_seq": last, "ts_ms": now_ms, "events": text})
-        for listener in self.listeners:
-            tx.after_commit(functools.partial(listener, stream["id"], first, last, text))
+        tx.after_commit(functools.partial(self.bus.publish, stream["id"], first, last, text))
         tx.update("streams", {"id": stream["id"]}, {"last_seq": last})
         stream["last_seq"] = last
         return frame
@@ -130,10 +122,12 @@ class StreamEvents:
 class Streams:
     """Creating, starting and ending streams, and reading their event logs."""
 
-    def __init__(self, store: EconomyStore, clock_ms: Any = None) -> None:  # noqa: ANN401
+    def __init__(self, store: EconomyStore, clock_ms: Any = None,  # noqa: ANN401
+                 bus: FrameBus | None = None) -> None:
         self.store = store
         self.clock_ms = clock_ms or store.now_ms
-        self.events = StreamEvents()
+        self.bus = bus or InMemoryFrameBus()
+        self.events = StreamEvents(self.bus)
         self._creators: dict[str, str] = {}
 
     def create(self, stream_id: str, creator_id: str, title: str,
@@ -193,6 +187,20 @@ class Streams:
             tx.commit()
             stream["status"] = after
         return _stream(stream)
+
+    def prune_history(self, before_ms: int, frames_max: int = PRUNE_FRAMES_MAX) -> int:
+        """Remove at most ``frames_max`` frames logged before ``before_ms``; how many went.
+
+        The oldest go first. A client that resumes from a removed seq gets ``resync``.
+        """
+        with self.store.economy_tx() as tx:
+            old = tx.rows("stream_frames", {"ts_ms <": before_ms}, order_by=("ts_ms",),
+                          limit=min(frames_max, PRUNE_FRAMES_MAX))
+            for row in old:
+                tx.delete("stream_frames", {"stream_id": row["stream_id"],
+                                            "first_seq": row["first_seq"]})
+            tx.commit()
+        return len(old)
 
     def frame_texts_after(self, stream_id: str, after_seq: int,
                           limit: int = FRAMES_READ_MAX) -> list[tuple[int, int, str]]:

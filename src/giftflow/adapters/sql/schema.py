@@ -9,6 +9,7 @@ resolution per pending transfer, and append-only transfers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from giftflow.adapters.sql.economy_schema import economy_statements, service_statements
 from giftflow.adapters.sql.webhook_schema import webhook_statements
@@ -158,11 +159,16 @@ _LEDGER_POSTGRESQL = (
     "CREATE SEQUENCE id_blocks",
 )
 
+_FRAMES_BY_TIME: Final = "CREATE INDEX stream_frames_ts ON stream_frames (ts_ms)"
+"""Migration 5: the event log's frames by time, so that history past its keep is pruned
+without a scan."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "ledger", _LEDGER_SQLITE, _LEDGER_POSTGRESQL),
     Migration(2, "economy", economy_statements("sqlite"), economy_statements("postgresql")),
     Migration(3, "service", service_statements("sqlite"), service_statements("postgresql")),
     Migration(4, "webhooks", webhook_statements("sqlite"), webhook_statements("postgresql")),
+    Migration(5, "event history", (_FRAMES_BY_TIME,), (_FRAMES_BY_TIME,)),
 )
 
 BOOKKEEPING = (
