@@ -12,15 +12,16 @@ gift processing.
 How a frame reaches a subscriber:
 
 - **directly**, once the subscriber is live and the server offers the ``giftflow.frames``
-  extension (``api/ws_frames.py``, what ``giftflow serve`` runs): the feed writes the frame,
-  serialized once, to each connection's transport, one after another. A subscriber with more
-  than ``SUBSCRIBER_BUFFER_BYTES_MAX`` unsent bytes is dropped.
+  extension (``api/ws_frames.py``, what ``giftflow serve`` runs): each tick's frame is
+  serialized once, and the feed's walker goes round the subscribers writing to each connection's
+  transport, in one call, the tick frames it lacks. A subscriber with more than
+  ``SUBSCRIBER_BUFFER_BYTES_MAX`` unsent bytes, or behind the ``TICK_FRAMES_KEPT`` ticks the feed
+  keeps, is dropped.
 - **through its bounded queue** otherwise (and while it catches up): its own task sends the
   frames as ASGI messages. A subscriber with ``SUBSCRIBER_FRAMES_MAX`` frames waiting is dropped.
 
-A tick lasts ``TICK_MS``, or longer when the fan-out itself takes long (many subscribers):
-at least ``FANOUT_TICK_RATIO`` times the last fan-out, so that fan-out never takes more than
-its share of the process, whatever the number of subscribers.
+Ticks come every ``TICK_MS``; a walk of many subscribers may take several ticks, and writes each
+subscriber everything new when it comes round, so latency is at most about one walk.
 
 A client that connects with ``after_seq=N`` gets the logged events after ``N`` and then the live
 ones, each exactly once and in order; without it, a ``snapshot`` of the stream comes first.
@@ -49,8 +50,10 @@ logger = logging.getLogger(__name__)
 
 TICK_MS: Final = 20
 """How often a feed looks for new frames (SPEC.md §4: one frame per 20–50 ms tick)."""
-FANOUT_TICK_RATIO: Final = 1
-"""A tick (the sleep between fan-outs) lasts at least the last fan-out: at most half the time."""
+TICK_FRAMES_KEPT: Final = 256
+"""Tick frames a feed keeps for its walker: a direct subscriber further behind is dropped."""
+WALK_SLICE_SUBSCRIBERS: Final = 256
+"""Subscribers the walker writes to before it lets the event loop serve other work."""
 PUBLISHED_FRAMES_MAX: Final = 4096
 """Committed frames that wait for a feed's next tick; past that, the feed reads the log."""
 LOG_READ_MS: Final = 250
@@ -83,6 +86,8 @@ class Subscriber:
         default_factory=lambda: asyncio.Queue(SUBSCRIBER_FRAMES_MAX))
     dropped: bool = False
     direct: FrameWriter | None = None
+    sent: int = 0
+    """The last seq written directly to the client."""
 
     def offer(self, frame: Frame) -> None:
         """Queue a frame without waiting; a full queue drops the subscriber."""
@@ -101,8 +106,26 @@ class Subscriber:
         self.queue.put_nowait(None)
 
 
+@dataclass(frozen=True, slots=True)
+class TickFrame:
+    """One tick's frame: its seqs, its JSON text, and the same as a serialized WebSocket frame."""
+
+    first: int
+    last: int
+    text: str
+    serialized: bytes
+
+
 class StreamFeed:
-    """Reads one stream's new frames every tick and fans them out to its subscribers."""
+    """One stream's frames, made every tick, and the walk that writes them to its subscribers.
+
+    Every tick joins the frames committed since the last one into one :class:`TickFrame`,
+    kept in a bounded ring, and queues it for the subscribers that take frames through their
+    queue. A walker goes round the direct subscribers, a slice at a time (the event loop serves
+    requests between slices), and writes to each, in one call, every tick frame after the last
+    seq it has: so each subscriber hears of new events within one walk, however long a walk
+    of many subscribers takes, and a walk never waits for a tick.
+    """
 
     def __init__(self, streams: Streams, stream_id: str, last_seq: int,
                  on_idle: Callable[[str], None]) -> None:
@@ -110,37 +133,52 @@ class StreamFeed:
         self.stream_id = stream_id
         self.last_seq = last_seq
         self.subscribers: set[Subscriber] = set()
+        self.direct: set[Subscriber] = set()
+        """The subscribers the walker writes to (a subset of ``subscribers``)."""
         self.published: collections.deque[StoredFrame] = collections.deque(
             maxlen=PUBLISHED_FRAMES_MAX)
         """Frames this process committed, appended by the committing thread."""
+        self.ticks: collections.deque[TickFrame] = collections.deque(maxlen=TICK_FRAMES_KEPT)
+        self._due = asyncio.Event()
         self._on_idle = on_idle
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Start reading (on the running loop)."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        """Start ticking and walking (on the running loop)."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run()), loop.create_task(self._walk())]
+
+    def go_direct(self, subscriber: Subscriber, writer: FrameWriter, sent: int) -> None:
+        """From now on, the walker writes to ``subscriber`` every frame after ``sent``."""
+        subscriber.direct, subscriber.sent = writer, sent
+        self.direct.add(subscriber)
+        self._due.set()
+
+    def leave(self, subscriber: Subscriber) -> None:
+        """Forget a subscriber."""
+        self.subscribers.discard(subscriber)
+        self.direct.discard(subscriber)
+        self._due.set()  # a walker waiting for work finds there is none left and ends
 
     async def _run(self) -> None:
-        tick_s, read_at = TICK_MS / 1000, -math.inf
+        read_at = -math.inf
         try:
             while self.subscribers:
-                await asyncio.sleep(tick_s)
+                await asyncio.sleep(TICK_MS / 1000)
                 stored = self._take_published()
                 now = time.monotonic()
                 if stored is None or (not stored and now - read_at >= LOG_READ_MS / 1000):
                     stored = await asyncio.to_thread(self.streams.frame_texts_after,
                                                      self.stream_id, self.last_seq)
                     read_at = now
-                if not stored:
-                    continue
-                started = time.perf_counter()
-                self._fan_out(stored)
-                tick_s = max(TICK_MS / 1000, FANOUT_TICK_RATIO * (time.perf_counter() - started))
+                if stored:
+                    self._tick(stored)
         except Exception:  # a bug: tell the subscribers to resync rather than hang
             logger.exception("stream feed %s failed", self.stream_id)
             for subscriber in tuple(self.subscribers):
                 subscriber.drop()
         finally:
+            self._due.set()
             self._on_idle(self.stream_id)
 
     def _take_published(self) -> list[StoredFrame] | None:
@@ -161,23 +199,61 @@ class StreamFeed:
             expected = frame[1] + 1
         return frames
 
-    def _fan_out(self, stored: list[StoredFrame]) -> None:
-        """Send the tick's events, as one frame, to every subscriber."""
+    def _tick(self, stored: list[StoredFrame]) -> None:
+        """Make the tick's frame; queue it for the queued subscribers; wake the walker."""
         text = stored[0][2] if len(stored) == 1 else "[" + ",".join(
             events[1:-1] for _, _, events in stored) + "]"
-        frame = (stored[0][0], stored[-1][1], text)
-        self.last_seq = frame[1]
-        serialized = b""
-        for subscriber in tuple(self.subscribers):  # the hot loop: one write per subscriber
-            writer = subscriber.direct
-            if writer is None:
-                subscriber.offer(frame)
-            elif writer.transport.get_write_buffer_size() > SUBSCRIBER_BUFFER_BYTES_MAX or \
-                    writer.closing():
-                subscriber.drop()
-            else:
-                serialized = serialized or text_frame(text.encode())
-                writer.transport.write(serialized)
+        first, last = stored[0][0], stored[-1][1]
+        self.last_seq = last
+        self.ticks.append(TickFrame(first, last, text, text_frame(text.encode())))
+        if self.direct:
+            self._due.set()
+        frame = (first, last, text)
+        for subscriber in self.subscribers - self.direct:
+            subscriber.offer(frame)
+
+    async def _walk(self) -> None:
+        """Write every direct subscriber what it lacks, round after round, while there is work."""
+        try:
+            while self.subscribers:
+                await self._due.wait()
+                self._due.clear()
+                for index, subscriber in enumerate(tuple(self.direct)):
+                    if index % WALK_SLICE_SUBSCRIBERS == WALK_SLICE_SUBSCRIBERS - 1:
+                        await asyncio.sleep(0)
+                    if subscriber.sent < self.last_seq and subscriber.direct is not None:
+                        self._write(subscriber, subscriber.direct)
+        except Exception:  # a bug: tell the direct subscribers to resync rather than hang
+            logger.exception("stream walker %s failed", self.stream_id)
+            for subscriber in tuple(self.direct):
+                self._drop(subscriber)
+
+    def _write(self, subscriber: Subscriber, writer: FrameWriter) -> None:
+        """Write the tick frames after the subscriber's last seq, or drop it if it lags."""
+        if writer.closing() or \
+                writer.transport.get_write_buffer_size() > SUBSCRIBER_BUFFER_BYTES_MAX:
+            self._drop(subscriber)
+            return
+        missing: list[TickFrame] = []
+        for tick in reversed(self.ticks):
+            if tick.last <= subscriber.sent:
+                break
+            missing.append(tick)
+        if not missing or missing[-1].first > subscriber.sent + 1:  # older than the ring
+            self._drop(subscriber)
+            return
+        missing.reverse()
+        chunks = [tick.serialized for tick in missing]
+        if missing[0].first <= subscriber.sent:  # where a queued catch-up met the ticks
+            text = unsent_part((missing[0].first, missing[0].last, missing[0].text),
+                               subscriber.sent)
+            chunks[0] = text_frame((text or "[]").encode())
+        writer.transport.writelines(chunks)
+        subscriber.sent = missing[-1].last
+
+    def _drop(self, subscriber: Subscriber) -> None:
+        self.direct.discard(subscriber)
+        subscriber.drop()
 
 
 class EventHub:
@@ -216,7 +292,14 @@ class EventHub:
         """Forget a subscriber; the feed stops after its last one leaves."""
         feed = self.feeds.get(stream_id)
         if feed is not None:
-            feed.subscribers.discard(subscriber)
+            feed.leave(subscriber)
+
+    def go_direct(self, stream_id: str, subscriber: Subscriber, writer: FrameWriter,
+                  sent: int) -> None:
+        """Have the stream's walker write to ``subscriber`` the frames after ``sent``."""
+        feed = self.feeds.get(stream_id)
+        if feed is not None and subscriber in feed.subscribers:
+            feed.go_direct(subscriber, writer, sent)
 
     def _idle(self, stream_id: str) -> None:
         feed = self.feeds.get(stream_id)
@@ -263,7 +346,7 @@ async def serve_events(socket: Any, hub: EventHub, stream_id: str,  # noqa: ANN4
                 await socket.close(code=1000)
                 return
             sent = last
-        await _forward(socket, subscriber, stream_id, sent, writer)
+        await _forward(socket, hub, subscriber, stream_id, sent, writer)
     finally:
         hub.unsubscribe(stream_id, subscriber)
 
@@ -311,8 +394,8 @@ def unsent_part(frame: Frame, sent: int) -> str | None:
     return text
 
 
-async def _forward(socket: Any, subscriber: Subscriber, stream_id: str,  # noqa: ANN401
-                   sent: int, writer: FrameWriter | None) -> None:
+async def _forward(socket: Any, hub: EventHub, subscriber: Subscriber,  # noqa: ANN401
+                   stream_id: str, sent: int, writer: FrameWriter | None) -> None:
     """Pass live frames on until the client leaves or is told to resync.
 
     Once the queue is empty and a frame writer is offered, the feed writes to the client
@@ -321,8 +404,9 @@ async def _forward(socket: Any, subscriber: Subscriber, stream_id: str,  # noqa:
     leaving = asyncio.get_running_loop().create_task(_until_closed(socket))
     try:
         while not leaving.done():
-            if writer is not None and subscriber.queue.empty() and not subscriber.dropped:
-                subscriber.direct = writer
+            if writer is not None and subscriber.direct is None and \
+                    subscriber.queue.empty() and not subscriber.dropped:
+                hub.go_direct(stream_id, subscriber, writer, sent)
             getting = asyncio.ensure_future(subscriber.queue.get())
             done, _ = await asyncio.wait({getting, leaving}, return_when=asyncio.FIRST_COMPLETED)
             if getting not in done:
