@@ -126,7 +126,11 @@ def serve(
     from giftflow.api.app import create_app  # noqa: PLC0415
     from giftflow.api.demo import seed  # noqa: PLC0415
     from giftflow.api.protection import configure_logging  # noqa: PLC0415
-    from giftflow.bootstrap import build_services, start_workers  # noqa: PLC0415
+    from giftflow.bootstrap import (  # noqa: PLC0415
+        build_services,
+        start_workers,
+        tune_garbage_collector,
+    )
 
     configure_logging(logging.INFO)
     settings = load_settings(data_dir, db)
@@ -149,6 +153,7 @@ def serve(
     for line in lines:
         out.print(line, soft_wrap=True, markup=False, highlight=False)
     stop_workers = start_workers(services, settings)
+    tune_garbage_collector()
     try:
         uvicorn.run(create_app(services), host=host, port=port, log_level="warning",
                     access_log=False, loop="uvloop", http="httptools", ws=ws_frames.PROTOCOL)

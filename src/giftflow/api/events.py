@@ -106,6 +106,10 @@ class Subscriber:
         self.queue.put_nowait(None)
 
 
+_UNKNOWN: Final = b"?"
+"""Marks a last seq whose missing frames this slice has not looked up yet."""
+
+
 @dataclass(frozen=True, slots=True)
 class TickFrame:
     """One tick's frame: its seqs, its JSON text, and the same as a serialized WebSocket frame."""
@@ -218,38 +222,53 @@ class StreamFeed:
             while self.subscribers:
                 await self._due.wait()
                 self._due.clear()
-                for index, subscriber in enumerate(tuple(self.direct)):
-                    if index % WALK_SLICE_SUBSCRIBERS == WALK_SLICE_SUBSCRIBERS - 1:
+                missing: dict[int, bytes | None] = {}  # by last seq sent, for this slice
+                everyone = tuple(self.direct)
+                for start in range(0, len(everyone), WALK_SLICE_SUBSCRIBERS):
+                    if start:
                         await asyncio.sleep(0)
-                    if subscriber.sent < self.last_seq and subscriber.direct is not None:
-                        self._write(subscriber, subscriber.direct)
+                        missing.clear()  # ticks may have come meanwhile
+                    self._write_slice(everyone[start:start + WALK_SLICE_SUBSCRIBERS], missing)
         except Exception:  # a bug: tell the direct subscribers to resync rather than hang
             logger.exception("stream walker %s failed", self.stream_id)
             for subscriber in tuple(self.direct):
                 self._drop(subscriber)
 
-    def _write(self, subscriber: Subscriber, writer: FrameWriter) -> None:
-        """Write the tick frames after the subscriber's last seq, or drop it if it lags."""
-        if writer.closing() or \
-                writer.transport.get_write_buffer_size() > SUBSCRIBER_BUFFER_BYTES_MAX:
-            self._drop(subscriber)
-            return
+    def _write_slice(self, subscribers: tuple[Subscriber, ...],
+                     missing: dict[int, bytes | None]) -> None:
+        """Write each subscriber of a slice the frames it lacks, in one call each."""
+        last_seq = self.last_seq
+        for subscriber in subscribers:
+            writer = subscriber.direct
+            sent = subscriber.sent
+            if sent >= last_seq or writer is None:
+                continue
+            data = missing.get(sent, _UNKNOWN)
+            if data is _UNKNOWN:
+                data = missing[sent] = self._missing(sent)
+            transport = writer.transport
+            if data is None or writer.closing() or \
+                    transport.get_write_buffer_size() > SUBSCRIBER_BUFFER_BYTES_MAX:
+                self._drop(subscriber)
+                continue
+            transport.write(data)  # one system call for all the frames it lacks
+            subscriber.sent = last_seq
+
+    def _missing(self, sent: int) -> bytes | None:
+        """The serialized tick frames after ``sent``, joined; ``None`` if the ring lost some."""
         missing: list[TickFrame] = []
         for tick in reversed(self.ticks):
-            if tick.last <= subscriber.sent:
+            if tick.last <= sent:
                 break
             missing.append(tick)
-        if not missing or missing[-1].first > subscriber.sent + 1:  # older than the ring
-            self._drop(subscriber)
-            return
+        if not missing or missing[-1].first > sent + 1:
+            return None
         missing.reverse()
         chunks = [tick.serialized for tick in missing]
-        if missing[0].first <= subscriber.sent:  # where a queued catch-up met the ticks
-            text = unsent_part((missing[0].first, missing[0].last, missing[0].text),
-                               subscriber.sent)
+        if missing[0].first <= sent:  # where a queued catch-up met the ticks
+            text = unsent_part((missing[0].first, missing[0].last, missing[0].text), sent)
             chunks[0] = text_frame((text or "[]").encode())
-        writer.transport.writelines(chunks)
-        subscriber.sent = missing[-1].last
+        return b"".join(chunks)
 
     def _drop(self, subscriber: Subscriber) -> None:
         self.direct.discard(subscriber)

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from giftflow.api.app import create_app
-from giftflow.bootstrap import build_services
+from giftflow.bootstrap import build_services, tune_garbage_collector
 from giftflow.economy.service import GiftRequest
 from giftflow.ledger import Applied, Result
 from giftflow.settings import Settings
@@ -77,6 +77,7 @@ def _bare(services: Any) -> Any:  # noqa: ANN401 -- a raw ASGI callable
 
 def _build() -> Any:  # noqa: ANN401 -- an ASGI application
     services = build_services(Settings())
+    tune_garbage_collector()  # as ``giftflow serve`` does
     if os.environ.get("GIFTFLOW_BENCH_APP") == "bare":
         return _bare(services)
     return create_app(services)
