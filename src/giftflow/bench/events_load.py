@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import functools
 import gc
@@ -167,7 +168,8 @@ class Subscriber(asyncio.Protocol):
 class Gifter(asyncio.Protocol):
     """One keep-alive connection that sends a gift when told to (or at once, unpaced)."""
 
-    def __init__(self, head: bytes, stats: Stats, idle: list[Gifter], *, paced: bool) -> None:
+    def __init__(self, head: bytes, stats: Stats, idle: collections.deque[Gifter], *,
+                 paced: bool) -> None:
         self.head, self.stats, self.idle, self.paced = head, stats, idle, paced
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
@@ -239,14 +241,14 @@ async def _subscribe(port: int, make: Callable[[], Subscriber], *,
     return subscriber
 
 
-async def _pace(gifters: list[Gifter], idle: list[Gifter], gifts_per_s: float,
+async def _pace(gifters: list[Gifter], idle: collections.deque[Gifter], gifts_per_s: float,
                 until: float) -> int:
     """Send gifts at ``gifts_per_s`` on idle connections; the gifts that could not go on time."""
     started, sent, late = time.monotonic(), 0, 0
     while (now := time.monotonic()) < until:
         due = int((now - started) * gifts_per_s) - sent
         while due > 0 and idle:
-            idle.pop().send()
+            idle.popleft().send()  # the longest idle first: none idles past keep-alive
             sent += 1
             due -= 1
         late = max(late, due)
@@ -293,7 +295,7 @@ async def run(plan: Plan) -> dict[str, Any]:
         slow = await _subscribe(plan.port,
                                 functools.partial(Subscriber, request, stats, reads=False),
                                 receive_buffer_bytes=SLOW_RECEIVE_BUFFER_BYTES)
-    idle: list[Gifter] = []
+    idle: collections.deque[Gifter] = collections.deque()
     paced = plan.gifts_per_s > 0
     head = (f"POST /v1/streams/{plan.stream}/gifts HTTP/1.1\r\nHost: 127.0.0.1:{plan.port}\r\n"
             f"Authorization: Bearer {plan.key}\r\nContent-Type: application/json\r\n").encode()
