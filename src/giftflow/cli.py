@@ -302,6 +302,8 @@ def bench_all(context: typer.Context, data_dir: DataDir = None) -> None:
     if context.invoked_subcommand is None:
         context.invoke(bench_ledger, data_dir=data_dir)
         context.invoke(bench_economy, data_dir=data_dir)
+        context.invoke(bench_api)
+        context.invoke(bench_events)
 
 
 @bench_app.command("ledger")
