@@ -7,6 +7,7 @@ a disk fault would, and ``ledger verify`` must notice it.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -410,3 +411,25 @@ def test_serve_in_demo_mode_seeds_data_and_answers_over_http(target: Target) -> 
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_replay_prints_the_streams_it_fed_and_refuses_unknown_rooms(target: Target) -> None:
+    """``giftflow replay FILE --instant --room room-0302`` replays that recorded room into one
+    ended ``replay`` stream and prints it as JSON (53 coins of gifts, as the recording's rule
+    gives), with the message types it read past; an unknown room is one clear error line.
+    """
+    recording = Path(__file__).resolve().parents[1].parent / "shared" / "data" / \
+        "tiktok-live" / "events.jsonl"
+    done = target.run("replay", str(recording), "--instant", "--room", "room-0302")
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    [stream] = printed["streams"]
+    assert (stream["room"], stream["coins"], stream["creator_id"]) == (
+        "room-0302", 53, "replay-user-0074")
+    assert printed["skipped"]["chat"] == 21
+    rows = target.execute(f"SELECT source, status FROM streams WHERE id = '{stream['stream_id']}'")
+    assert rows == [("replay", "ended")]
+    refused = target.run("replay", str(recording), "--instant", "--room", "room-9999")
+    assert refused.returncode == 2
+    assert "has no events of room(s) room-9999" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import re
 import sys
@@ -159,6 +161,56 @@ def serve(
                     access_log=False, loop="uvloop", http="httptools", ws=ws_frames.PROTOCOL)
     finally:
         stop_workers()
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="A recording: normalized events, one JSON a line.")],
+    room: Annotated[list[str] | None, typer.Option(
+        "--room", help="Replay only this recorded room (repeatable).")] = None,
+    instant: Annotated[bool, typer.Option(
+        "--instant", help="Replay at once, without the recorded pauses.")] = False,
+    speed: Annotated[float, typer.Option(
+        min=0.01, max=1000, help="Pauses are the recorded ones divided by this.")] = 1.0,
+    data_dir: DataDir = None, db: DatabaseUrl = None,
+) -> None:
+    """Replay a recording into new ``replay`` streams, one per room; print them as JSON."""
+    from giftflow.bootstrap import build_services  # noqa: PLC0415
+    from giftflow.ledger import Failure  # noqa: PLC0415
+    from giftflow.live.replay import RecordingError, read_recording, replay_room  # noqa: PLC0415
+
+    try:
+        with file.open(encoding="utf-8") as lines:
+            recording = read_recording(lines, room or ())
+    except RecordingError as error:
+        raise CliError(f"{file}: {error}") from error
+    missing = sorted(set(room or ()) - set(recording.rooms))
+    if missing:
+        raise CliError(f"{file} has no events of room(s) {', '.join(missing)}")
+    services = build_services(load_settings(data_dir, db))
+    economy = services.economy
+    region = next(iter(economy.economy.regions))
+    fed = []
+    try:
+        with err.status("replaying…") as status:
+            for number, (name, inputs) in enumerate(recording.rooms.items(), start=1):
+                status.update(f"replaying room {name} ({number} of {len(recording.rooms)}, "
+                              f"{len(inputs)} events)…")
+                creator = f"replay-{recording.hosts[name]}"
+                made = economy.register_user(creator, region=region, time_zone="UTC",
+                                             birth_date=None, is_creator=True)
+                if isinstance(made, Failure) and economy.user(creator) is None:
+                    raise CliError(f"cannot make the replay creator {creator}: {made.detail}")
+                stream_id = f"replay-{name}-{services.streams.clock_ms()}"
+                result = replay_room(services.streams, stream_id, name, creator, inputs,
+                                     speed=None if instant else speed)
+                if isinstance(result, Failure):
+                    raise CliError(f"room {name}: {result.code}: {result.detail}")
+                fed.append(dataclasses.asdict(result))
+    finally:
+        services.gifts.close()
+        services.economy.ledger.store.close()
+    sys.stdout.write(json.dumps({"streams": fed, "skipped": recording.skipped}, indent=2) + "\n")
 
 
 @keys_app.command("create")

@@ -31,6 +31,8 @@ CREATORS_CACHED_MAX: Final = 100_000
 """Streams whose creator is remembered."""
 FRAMES_READ_MAX: Final = 1_000
 """Frames one read of the log returns."""
+FRAME_EVENTS_MAX: Final = 1_000
+"""Events one logged frame holds, when a caller logs them (gift batches make their own)."""
 PRUNE_FRAMES_MAX: Final = 1_000
 """Frames one pruning transaction removes."""
 
@@ -201,6 +203,23 @@ class Streams:
                                             "first_seq": row["first_seq"]})
             tx.commit()
         return len(old)
+
+    def log_events(self, stream_id: str, events: Sequence[tuple[str, Mapping[str, Any]]],
+                   now_ms: int | None = None) -> int | Failure:
+        """Append room events to a live stream's log as one frame; its last seq."""
+        invariant(0 < len(events) <= FRAME_EVENTS_MAX,
+                  f"a frame holds 1..{FRAME_EVENTS_MAX} events")
+        at_ms = self.clock_ms() if now_ms is None else now_ms
+        with self.store.economy_tx() as tx:
+            rows = tx.rows("streams", {"id": stream_id}, lock=True)
+            if not rows:
+                return Failure(codes.NOT_FOUND, f"no stream {stream_id}")
+            if rows[0]["status"] != "live":
+                return Failure(INVALID_STATE, f"stream {stream_id} is {rows[0]['status']}")
+            self.events.append(tx, rows[0], events, at_ms)
+            tx.commit()
+        last: int = rows[0]["last_seq"]
+        return last
 
     def frame_texts_after(self, stream_id: str, after_seq: int,
                           limit: int = FRAMES_READ_MAX) -> list[tuple[int, int, str]]:

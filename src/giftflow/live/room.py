@@ -1,0 +1,140 @@
+"""The room engine: one stream's live state, a deterministic state machine fed by events.
+
+Inputs are external gift messages, presence (viewer-count snapshots and joins) and social
+signals (likes, follows, shares), each with the time it was received; the engine never reads a
+clock. For the same inputs in the same order it always reaches the same state and returns the
+same events, ``(type, data)`` pairs of SPEC.md §4, for the stream's log.
+
+This is the first part of the room engine of the Live rooms issue: gift streaks (through
+:class:`~giftflow.live.streaks.StreakTracker`), presence and social signals. Goals, the gift
+ladder, leaderboards, challenges, polls and moderation come next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from giftflow.invariants import invariant
+from giftflow.live.streaks import (
+    STREAK_TIMEOUT_MS,
+    ExternalGift,
+    StreakEnd,
+    StreakEvent,
+    StreakTracker,
+    StreakUpdate,
+)
+
+UNIQUE_VIEWERS_MAX: Final = 1_000_000
+"""Distinct viewers one room remembers (past that, unique_viewers stops growing)."""
+
+RoomEvent = tuple[str, dict[str, Any]]
+"""An event for the stream's log: its type and data."""
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerCount:
+    """A snapshot of the concurrent viewers (external sources)."""
+
+    total: int
+    recv_ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A viewer joined (or, from native sources, left)."""
+
+    user: str
+    action: Literal["join", "leave"]
+    recv_ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Social:
+    """Likes (``count`` of them), a follow or a share."""
+
+    user: str
+    kind: Literal["like", "follow", "share"]
+    count: int
+    recv_ts_ms: int
+
+
+RoomInput = ExternalGift | ViewerCount | Presence | Social
+
+
+class RoomEngine:
+    """One stream's room."""
+
+    def __init__(self, streak_timeout_ms: int = STREAK_TIMEOUT_MS) -> None:
+        self.streaks = StreakTracker(streak_timeout_ms)
+        self.viewers = 0
+        self.peak_viewers = 0
+        self.coins_total = 0
+        self.gifts_total = 0
+        self.likes_total = 0
+        self.coins_by_gifter: dict[str, int] = {}
+        self._present: set[str] = set()
+        self._unique: set[str] = set()
+
+    def receive(self, item: RoomInput) -> list[RoomEvent]:
+        """The events one input causes, after the streak timeouts its time shows."""
+        events = [self._streak_event(e) for e in self.streaks.advance(item.recv_ts_ms)]
+        if isinstance(item, ExternalGift):
+            events += [self._streak_event(e) for e in self.streaks.receive(item)]
+        elif isinstance(item, ViewerCount):
+            invariant(item.total >= 0, "a viewer count is not negative")
+            self.viewers = item.total
+            self.peak_viewers = max(self.peak_viewers, item.total)
+            events.append(("viewer_count", {"viewers": item.total, "at_ms": item.recv_ts_ms}))
+        elif isinstance(item, Presence):
+            events.append(self._presence(item))
+        else:
+            if item.kind == "like":
+                self.likes_total += item.count
+            events.append((item.kind, {"user": item.user, "count": item.count,
+                                       "at_ms": item.recv_ts_ms}))
+        return events
+
+    def advance(self, now_ms: int) -> list[RoomEvent]:
+        """Move the clock without an input: the streaks that time out by ``now_ms`` end."""
+        return [self._streak_event(e) for e in self.streaks.advance(now_ms)]
+
+    @property
+    def unique_viewers(self) -> int:
+        """Distinct viewers seen joining or gifting."""
+        return len(self._unique)
+
+    def state(self) -> dict[str, Any]:
+        """What a new client's snapshot shows."""
+        top = sorted(self.coins_by_gifter.items(), key=lambda pair: (-pair[1], pair[0]))[:10]
+        return {"viewers": self.viewers, "peak_viewers": self.peak_viewers,
+                "unique_viewers": self.unique_viewers, "coins": self.coins_total,
+                "gifts": self.gifts_total, "likes": self.likes_total,
+                "top_gifters": [{"user": user, "coins": coins} for user, coins in top]}
+
+    def _presence(self, item: Presence) -> RoomEvent:
+        if item.action == "join":
+            self._present.add(item.user)
+            self._see(item.user)
+        else:
+            self._present.discard(item.user)
+        return item.action, {"user": item.user, "at_ms": item.recv_ts_ms}
+
+    def _see(self, user: str) -> None:
+        if len(self._unique) < UNIQUE_VIEWERS_MAX:
+            self._unique.add(user)
+
+    def _streak_event(self, event: StreakEvent) -> RoomEvent:
+        user, gift_id, group_id = event.key
+        if isinstance(event, StreakUpdate):
+            self.coins_total += event.added_coins
+            self.gifts_total += event.added
+            self.coins_by_gifter[user] = self.coins_by_gifter.get(user, 0) + event.added_coins
+            self._see(user)
+            return "streak_update", {"user": user, "gift_id": gift_id, "group_id": group_id,
+                                     "count": event.count, "added": event.added,
+                                     "added_coins": event.added_coins, "at_ms": event.at_ms}
+        invariant(isinstance(event, StreakEnd), "a streak event is an update or an end")
+        return "streak_end", {"user": user, "gift_id": gift_id, "group_id": group_id,
+                              "count": event.count, "coins": event.coins,
+                              "reason": event.reason, "at_ms": event.at_ms}
