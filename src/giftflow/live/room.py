@@ -12,6 +12,7 @@ ladder, leaderboards, challenges, polls and moderation come next.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -27,6 +28,8 @@ from giftflow.live.streaks import (
 
 UNIQUE_VIEWERS_MAX: Final = 1_000_000
 """Distinct viewers one room remembers (past that, unique_viewers stops growing)."""
+LEADERBOARD_SIZE: Final = 10
+"""Gifters a stream's leaderboard shows."""
 
 RoomEvent = tuple[str, dict[str, Any]]
 """An event for the stream's log: its type and data."""
@@ -73,14 +76,18 @@ class RoomEngine:
         self.gifts_total = 0
         self.likes_total = 0
         self.coins_by_gifter: dict[str, int] = {}
+        self._reached: dict[str, int] = {}  # when (an update's number) a gifter reached it
+        self._updates = 0
+        self.leaderboard: list[tuple[str, int]] = []
+        """The top gifters: most coins first, ties to whoever reached the amount first."""
         self._present: set[str] = set()
         self._unique: set[str] = set()
 
     def receive(self, item: RoomInput) -> list[RoomEvent]:
         """The events one input causes, after the streak timeouts its time shows."""
-        events = [self._streak_event(e) for e in self.streaks.advance(item.recv_ts_ms)]
+        events = self._streak_events(self.streaks.advance(item.recv_ts_ms))
         if isinstance(item, ExternalGift):
-            events += [self._streak_event(e) for e in self.streaks.receive(item)]
+            events += self._streak_events(self.streaks.receive(item))
         elif isinstance(item, ViewerCount):
             invariant(item.total >= 0, "a viewer count is not negative")
             self.viewers = item.total
@@ -97,7 +104,7 @@ class RoomEngine:
 
     def advance(self, now_ms: int) -> list[RoomEvent]:
         """Move the clock without an input: the streaks that time out by ``now_ms`` end."""
-        return [self._streak_event(e) for e in self.streaks.advance(now_ms)]
+        return self._streak_events(self.streaks.advance(now_ms))
 
     @property
     def unique_viewers(self) -> int:
@@ -106,11 +113,14 @@ class RoomEngine:
 
     def state(self) -> dict[str, Any]:
         """What a new client's snapshot shows."""
-        top = sorted(self.coins_by_gifter.items(), key=lambda pair: (-pair[1], pair[0]))[:10]
         return {"viewers": self.viewers, "peak_viewers": self.peak_viewers,
                 "unique_viewers": self.unique_viewers, "coins": self.coins_total,
                 "gifts": self.gifts_total, "likes": self.likes_total,
-                "top_gifters": [{"user": user, "coins": coins} for user, coins in top]}
+                "leaderboard": self._board()}
+
+    def _board(self) -> list[dict[str, Any]]:
+        return [{"rank": rank, "user": user, "coins": coins}
+                for rank, (user, coins) in enumerate(self.leaderboard, start=1)]
 
     def _presence(self, item: Presence) -> RoomEvent:
         if item.action == "join":
@@ -124,12 +134,39 @@ class RoomEngine:
         if len(self._unique) < UNIQUE_VIEWERS_MAX:
             self._unique.add(user)
 
+    def _streak_events(self, streak_events: Sequence[StreakEvent]) -> list[RoomEvent]:
+        """Room events for streak events: each, then the leaderboard if it changed."""
+        events: list[RoomEvent] = []
+        for event in streak_events:
+            events.append(self._streak_event(event))
+            if isinstance(event, StreakUpdate) and self._rank(event.key[0]):
+                events.append(("leaderboard", {"top": self._board(), "at_ms": event.at_ms}))
+        return events
+
+    def _rank(self, user: str) -> bool:
+        """Place a gifter whose coins grew on the leaderboard; whether the board changed.
+
+        Coins only grow here, so only the gifter who grew can enter or move.
+        """
+        coins = self.coins_by_gifter[user]
+        board = [entry for entry in self.leaderboard if entry[0] != user]
+        if len(board) >= LEADERBOARD_SIZE and coins <= board[-1][1]:
+            return False  # below the last place (a tie with it came later, so it stays out)
+        board.append((user, coins))
+        board.sort(key=lambda entry: (-entry[1], self._reached[entry[0]]))
+        board = board[:LEADERBOARD_SIZE]
+        changed = board != self.leaderboard
+        self.leaderboard = board
+        return changed
+
     def _streak_event(self, event: StreakEvent) -> RoomEvent:
         user, gift_id, group_id = event.key
         if isinstance(event, StreakUpdate):
             self.coins_total += event.added_coins
             self.gifts_total += event.added
             self.coins_by_gifter[user] = self.coins_by_gifter.get(user, 0) + event.added_coins
+            self._updates += 1
+            self._reached[user] = self._updates
             self._see(user)
             return "streak_update", {"user": user, "gift_id": gift_id, "group_id": group_id,
                                      "count": event.count, "added": event.added,

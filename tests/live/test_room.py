@@ -1,0 +1,75 @@
+"""The room engine: a deterministic state machine over a stream's inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from test_streaks import RECORDING
+
+from giftflow.live.replay import read_recording
+from giftflow.live.room import LEADERBOARD_SIZE, RoomEngine, RoomEvent
+from giftflow.live.streaks import ExternalGift
+
+HEART = 7934
+"""A non-streakable catalog gift (type 4), counted on arrival."""
+
+
+def single(msg_id: int, user: str, coins: int, at_ms: int) -> ExternalGift:
+    """A non-streakable gift worth ``coins``."""
+    return ExternalGift(msg_id, user, HEART, 4, coins, 0, 1, False, at_ms)
+
+
+def boards(events: list[RoomEvent]) -> list[list[tuple[str, int]]]:
+    """The leaderboards among ``events``, as (user, coins) lists."""
+    return [[(row["user"], row["coins"]) for row in data["top"]]
+            for kind, data in events if kind == "leaderboard"]
+
+
+def test_ties_go_to_whoever_reached_the_amount_first_and_only_changes_are_sent() -> None:
+    """Alice reaches 5 coins before Bob, so she leads their tie; Bob then reaches 6 first and
+    leads, and keeps the lead when Alice ties him at 6. A gift that changes no place sends no
+    leaderboard event.
+    """
+    room = RoomEngine()
+    sent: list[RoomEvent] = []
+    for number, (user, coins) in enumerate(
+            [("alice", 5), ("bob", 5), ("bob", 1), ("alice", 1)], start=1):
+        sent += room.receive(single(number, user, coins, number * 1000))
+    assert boards(sent) == [[("alice", 5)], [("alice", 5), ("bob", 5)],
+                            [("bob", 6), ("alice", 5)], [("bob", 6), ("alice", 6)]]
+    assert room.state()["leaderboard"][0] == {"rank": 1, "user": "bob", "coins": 6}
+    quiet = room.receive(single(5, "alice", 0, 6000))
+    assert boards(quiet) == []
+
+
+def test_the_board_holds_ten_and_a_late_tie_with_the_last_place_stays_out() -> None:
+    """Eleven gifters of 3 coins each: the first ten hold the board in the order they came,
+    and the eleventh, tying the last place later, is not on it; with one more coin it enters
+    at the top and the tenth drops off.
+    """
+    room = RoomEngine()
+    for number in range(1, 12):
+        room.receive(single(number, f"u{number:02}", 3, number))
+    assert [user for user, _ in room.leaderboard] == [f"u{n:02}" for n in range(1, 11)]
+    assert len(room.leaderboard) == LEADERBOARD_SIZE
+    room.receive(single(12, "u11", 1, 12))
+    assert room.leaderboard[0] == ("u11", 4)
+    assert "u10" not in [user for user, _ in room.leaderboard]
+
+
+def test_the_same_recorded_inputs_always_give_the_same_events_and_state() -> None:
+    """Replaying a recorded room twice through fresh engines gives identical events and
+    identical state: the engine reads no clock and draws no randomness.
+    """
+    with RECORDING.open(encoding="utf-8") as lines:
+        inputs = read_recording(lines, ["room-0305"]).rooms["room-0305"]
+
+    def run() -> tuple[list[RoomEvent], dict[str, Any]]:
+        room = RoomEngine()
+        events = [event for item in inputs for event in room.receive(item)]
+        events += room.advance(inputs[-1].recv_ts_ms + 60_000)
+        return events, room.state()
+
+    first, second = run(), run()
+    assert first == second
+    assert first[1]["coins"] > 0 and first[1]["leaderboard"]
