@@ -6,8 +6,9 @@ from typing import Any
 
 from test_streaks import RECORDING
 
+from giftflow.live.goals import Goal
 from giftflow.live.replay import read_recording
-from giftflow.live.room import LEADERBOARD_SIZE, RoomEngine, RoomEvent
+from giftflow.live.room import LEADERBOARD_SIZE, RoomEngine, RoomEvent, Social
 from giftflow.live.streaks import ExternalGift
 
 HEART = 7934
@@ -73,3 +74,51 @@ def test_the_same_recorded_inputs_always_give_the_same_events_and_state() -> Non
     first, second = run(), run()
     assert first == second
     assert first[1]["coins"] > 0 and first[1]["leaderboard"]
+
+
+def test_goals_reach_milestones_at_their_time_and_advance_carrying_the_excess() -> None:
+    """A 10-coin goal then a 20-coin goal: a 12-coin gift at t=5 s reaches the first (a
+    milestone at 5,000 ms with its reward) and carries 2 coins to the second; 18 more reach
+    it at t=9 s; with no goal left, nothing more is counted. Likes count only toward a likes
+    goal, and a gifts goal counts only its own gift.
+    """
+    room = RoomEngine(goals=[Goal("g1", "coins", 10, "shout-out"),
+                             Goal("g2", "coins", 20, "dance"),
+                             Goal("g3", "gifts", 3, "song", gift_id=HEART)])
+    events = room.receive(single(1, "fan", 12, 5_000))
+    milestones = [data for kind, data in events if kind == "milestone"]
+    assert [(m["goal_id"], m["reward"], m["at_ms"]) for m in milestones] == [
+        ("g1", "shout-out", 5_000)]
+    assert room.state()["goal"]["goal_id"] == "g2"
+    assert room.state()["goal"]["progress"] == 2
+    room.receive(Social("fan", "like", 50, 6_000))
+    assert room.state()["goal"]["progress"] == 2
+    events = room.receive(single(2, "fan", 18, 9_000))
+    assert [(d["goal_id"], d["at_ms"]) for k, d in events if k == "milestone"] == [
+        ("g2", 9_000)]
+    assert room.state()["goal"] == {"goal_id": "g3", "metric": "gifts", "target": 3,
+                                    "progress": 1, "reward": "song", "gift_id": HEART}
+    room.receive(ExternalGift(3, "fan", 5655, 1, 1, 9, 5, True, 10_000))  # Roses: not its gift
+    assert room.state()["goal"]["progress"] == 1
+    room.receive(single(4, "fan", 1, 11_000))
+    events = room.receive(single(5, "fan", 1, 12_000))
+    assert [d["goal_id"] for k, d in events if k == "milestone"] == ["g3"]
+    assert room.state()["goal"] == {"goal_id": None}
+    assert room.goals.reached == [("g1", 5_000), ("g2", 9_000), ("g3", 12_000)]
+
+
+def test_a_coins_goal_on_a_recorded_room_is_reached_when_its_coins_cross_the_target() -> None:
+    """On ``room-0302`` (53 coins in all), a 25-coin goal's milestone comes at the receive
+    time of the first streak update that takes the room's coins to 25 or more.
+    """
+    with RECORDING.open(encoding="utf-8") as lines:
+        inputs = read_recording(lines, ["room-0302"]).rooms["room-0302"]
+    room = RoomEngine(goals=[Goal("g", "coins", 25)])
+    events = [event for item in inputs for event in room.receive(item)]
+    total, crossed_at = 0, None
+    for kind, data in events:
+        if kind == "streak_update":
+            total += data["added_coins"]
+            if total >= 25 and crossed_at is None:
+                crossed_at = data["at_ms"]
+    assert [d["at_ms"] for k, d in events if k == "milestone"] == [crossed_at]

@@ -6,8 +6,9 @@ clock. For the same inputs in the same order it always reaches the same state an
 same events, ``(type, data)`` pairs of SPEC.md §4, for the stream's log.
 
 This is the first part of the room engine of the Live rooms issue: gift streaks (through
-:class:`~giftflow.live.streaks.StreakTracker`), presence and social signals. Goals, the gift
-ladder, leaderboards, challenges, polls and moderation come next.
+:class:`~giftflow.live.streaks.StreakTracker`), presence and social signals, the stream's
+leaderboard, and goals with milestones (:mod:`giftflow.live.goals`). The gift ladder, the
+week's and season's boards, challenges, polls and moderation come next.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from giftflow.invariants import invariant
+from giftflow.live.goals import Goal, Goals
 from giftflow.live.streaks import (
     STREAK_TIMEOUT_MS,
     ExternalGift,
@@ -68,8 +70,10 @@ RoomInput = ExternalGift | ViewerCount | Presence | Social
 class RoomEngine:
     """One stream's room."""
 
-    def __init__(self, streak_timeout_ms: int = STREAK_TIMEOUT_MS) -> None:
+    def __init__(self, streak_timeout_ms: int = STREAK_TIMEOUT_MS,
+                 goals: Sequence[Goal] = ()) -> None:
         self.streaks = StreakTracker(streak_timeout_ms)
+        self.goals = Goals(goals)
         self.viewers = 0
         self.peak_viewers = 0
         self.coins_total = 0
@@ -100,6 +104,9 @@ class RoomEngine:
                 self.likes_total += item.count
             events.append((item.kind, {"user": item.user, "count": item.count,
                                        "at_ms": item.recv_ts_ms}))
+            if item.kind in ("like", "follow"):
+                events += self.goals.count("likes" if item.kind == "like" else "follows",
+                                           item.count, item.recv_ts_ms)
         return events
 
     def advance(self, now_ms: int) -> list[RoomEvent]:
@@ -116,7 +123,7 @@ class RoomEngine:
         return {"viewers": self.viewers, "peak_viewers": self.peak_viewers,
                 "unique_viewers": self.unique_viewers, "coins": self.coins_total,
                 "gifts": self.gifts_total, "likes": self.likes_total,
-                "leaderboard": self._board()}
+                "leaderboard": self._board(), "goal": self.goals.state()}
 
     def _board(self) -> list[dict[str, Any]]:
         return [{"rank": rank, "user": user, "coins": coins}
@@ -139,8 +146,12 @@ class RoomEngine:
         events: list[RoomEvent] = []
         for event in streak_events:
             events.append(self._streak_event(event))
-            if isinstance(event, StreakUpdate) and self._rank(event.key[0]):
+            if not isinstance(event, StreakUpdate):
+                continue
+            if self._rank(event.key[0]):
                 events.append(("leaderboard", {"top": self._board(), "at_ms": event.at_ms}))
+            events += self.goals.count("coins", event.added_coins, event.at_ms)
+            events += self.goals.count("gifts", event.added, event.at_ms, gift_id=event.key[1])
         return events
 
     def _rank(self, user: str) -> bool:
