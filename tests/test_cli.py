@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 from tests.conftest import PostgresSchema
+from tests.recordings import RECORDING
 
 TIMEOUT_S = 60
 
@@ -418,9 +419,7 @@ def test_replay_prints_the_streams_it_fed_and_refuses_unknown_rooms(target: Targ
     ended ``replay`` stream and prints it as JSON (53 coins of gifts, as the recording's rule
     gives), with the message types it read past; an unknown room is one clear error line.
     """
-    recording = Path(__file__).resolve().parents[1].parent / "shared" / "data" / \
-        "tiktok-live" / "events.jsonl"
-    done = target.run("replay", str(recording), "--instant", "--room", "room-0302")
+    done = target.run("replay", str(RECORDING), "--instant", "--room", "room-0302")
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     [stream] = printed["streams"]
@@ -429,7 +428,7 @@ def test_replay_prints_the_streams_it_fed_and_refuses_unknown_rooms(target: Targ
     assert printed["skipped"]["chat"] == 21
     rows = target.execute(f"SELECT source, status FROM streams WHERE id = '{stream['stream_id']}'")
     assert rows == [("replay", "ended")]
-    refused = target.run("replay", str(recording), "--instant", "--room", "room-9999")
+    refused = target.run("replay", str(RECORDING), "--instant", "--room", "room-9999")
     assert refused.returncode == 2
     assert "has no events of room(s) room-9999" in refused.stderr
     assert "Traceback" not in refused.stderr

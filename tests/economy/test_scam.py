@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import pytest
+from tests.recordings import recorded_events
 
 from giftflow.economy import (
     CHAT_TEXT_CHARS_MAX,
@@ -17,10 +16,6 @@ from giftflow.economy import (
     classify_chat,
     normalize_chat,
 )
-
-SHARED_EVENTS = (Path(__file__).resolve().parents[2].parent
-                 / "shared" / "data" / "tiktok-live" / "events.jsonl")
-"""The recorded TikTok LIVE events in the shared folder beside the repository."""
 
 RECORDED_CHAT_LINES = 74
 """Chat events with unmasked text in the shared recording (its README: 100 chat, 74 kept)."""
@@ -152,16 +147,8 @@ def test_innocent_lines_about_coins_and_passwords_are_not_flagged(text: str) -> 
 
 
 def _recorded_chat_texts() -> list[str]:
-    if not SHARED_EVENTS.is_file():
-        pytest.fail(f"the shared recording is missing: expected {SHARED_EVENTS} "
-                    "(the shared folder lies beside the repository)")
-    texts: list[str] = []
-    with SHARED_EVENTS.open(encoding="utf-8") as lines:
-        for line in lines:
-            event = json.loads(line)
-            if event["type"] == "chat" and event["text"] is not None:
-                texts.append(event["text"])
-    return texts
+    return [event["text"] for event in recorded_events()
+            if event["type"] == "chat" and event["text"] is not None]
 
 
 def test_every_recorded_chat_line_is_not_flagged() -> None:

@@ -8,8 +8,9 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from test_streaks import RECORDING, recorded_gifts
+from test_streaks import recorded_gifts
 from test_streams import economy_with_streams
+from tests.recordings import RECORDING
 
 from giftflow.adapters.sql.store import SqlStore
 from giftflow.live.replay import RecordingError, ReplayedStream, read_recording, replay_room

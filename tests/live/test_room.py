@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from test_streaks import RECORDING
+from tests.recordings import RECORDING
 
 from giftflow.live.goals import Goal
 from giftflow.live.replay import read_recording

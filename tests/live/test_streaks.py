@@ -9,12 +9,10 @@ it as an independent check.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.recordings import recorded_events
 
 from giftflow.live.streaks import (
     ExternalGift,
@@ -24,18 +22,12 @@ from giftflow.live.streaks import (
     StreakUpdate,
 )
 
-RECORDING = (Path(__file__).resolve().parents[2].parent
-             / "shared" / "data" / "tiktok-live" / "events.jsonl")
 FAR_FUTURE_MS = 10**13
 
 
 def recorded_gifts() -> list[dict[str, Any]]:
     """The recorded gift messages, in recording order (receive time)."""
-    if not RECORDING.is_file():
-        pytest.fail(f"the shared recording is missing: expected {RECORDING}")
-    with RECORDING.open(encoding="utf-8") as lines:
-        events = [json.loads(line) for line in lines]
-    return [event for event in events if event["type"] == "gift"]
+    return [event for event in recorded_events() if event["type"] == "gift"]
 
 
 def message(event: dict[str, Any]) -> ExternalGift:
