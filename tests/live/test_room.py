@@ -9,7 +9,7 @@ from tests.recordings import RECORDING
 from giftflow.live.goals import Goal
 from giftflow.live.replay import read_recording
 from giftflow.live.room import LEADERBOARD_SIZE, RoomEngine, RoomEvent, Social
-from giftflow.live.streaks import ExternalGift
+from giftflow.live.streaks import ExternalGift, NativeGift
 
 HEART = 7934
 """A non-streakable catalog gift (type 4), counted on arrival."""
@@ -122,3 +122,14 @@ def test_a_coins_goal_on_a_recorded_room_is_reached_when_its_coins_cross_the_tar
             if total >= 25 and crossed_at is None:
                 crossed_at = data["at_ms"]
     assert [d["at_ms"] for k, d in events if k == "milestone"] == [crossed_at]
+
+
+def test_native_gifts_count_like_external_ones() -> None:
+    """A native gift (from giftflow's own API) moves the room's coins, the leaderboard and the
+    pinned goal exactly as an external one does.
+    """
+    room = RoomEngine(goals=[Goal("g", "coins", 5, "wave")])
+    events = room.receive(NativeGift(1, "fan", 5655, 5, 5, "s1", 1_000))
+    assert [kind for kind, _ in events] == ["streak_update", "leaderboard", "milestone"]
+    assert room.state()["coins"] == 5
+    assert room.leaderboard == [("fan", 5)]

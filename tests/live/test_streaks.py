@@ -16,6 +16,7 @@ from tests.recordings import recorded_events
 
 from giftflow.live.streaks import (
     ExternalGift,
+    NativeGift,
     StreakEnd,
     StreakEvent,
     StreakTracker,
@@ -153,3 +154,25 @@ def test_a_streak_without_its_end_times_out_five_seconds_after_its_last_message(
     late = tracker.receive(ExternalGift(3, "u", 5655, 1, 1, 77, 6, True, 7_000))
     assert [(type(e).__name__, getattr(e, "added", None)) for e in late] == [("StreakUpdate", 2)]
     assert tracker.receive(ExternalGift(4, "u", 5655, 1, 1, 77, 6, True, 7_100)) == []
+
+
+def test_native_gifts_sharing_a_streak_id_make_one_streak_that_times_out() -> None:
+    """Three native Rose requests of one sender with streak id ``s`` (counts 2, 3 and 1) are
+    one streak of 6 with one end, 5 s after the last; a request seen before (same gift id)
+    is ignored; another streak id is another streak; a gift without one stands alone (an
+    update and an end at once); the same streak id after its end starts a new streak.
+    """
+    tracker = StreakTracker()
+    events: list[StreakEvent] = []
+    for gift_id, count, streak, at_ms in [
+            (1, 2, "s", 1_000), (2, 3, "s", 2_000), (2, 3, "s", 2_000),  # the same gift again
+            (3, 1, "s", 3_000), (4, 4, "t", 3_500), (5, 1, "", 3_600)]:
+        events += tracker.receive_native(NativeGift(gift_id, "fan", 5655, count, count,
+                                                    streak, at_ms))
+    ends = [e for e in events if isinstance(e, StreakEnd)]
+    assert [(e.key[2], e.count, e.reason) for e in ends] == [("", 1, "single")]
+    ends = tracker.advance(8_000)
+    assert [(e.key[2], e.count, e.coins, e.at_ms) for e in ends] == [("s", 6, 6, 8_000)]
+    assert [(e.key[2], e.count) for e in tracker.advance(8_500)] == [("t", 4)]
+    [update] = tracker.receive_native(NativeGift(9, "fan", 5655, 2, 2, "s", 9_000))
+    assert (update.count, update.added) == (2, 2)

@@ -22,6 +22,7 @@ from giftflow.live.goals import Goal, Goals
 from giftflow.live.streaks import (
     STREAK_TIMEOUT_MS,
     ExternalGift,
+    NativeGift,
     StreakEnd,
     StreakEvent,
     StreakTracker,
@@ -64,7 +65,7 @@ class Social:
     recv_ts_ms: int
 
 
-RoomInput = ExternalGift | ViewerCount | Presence | Social
+RoomInput = ExternalGift | NativeGift | ViewerCount | Presence | Social
 
 
 class RoomEngine:
@@ -92,6 +93,8 @@ class RoomEngine:
         events = self._streak_events(self.streaks.advance(item.recv_ts_ms))
         if isinstance(item, ExternalGift):
             events += self._streak_events(self.streaks.receive(item))
+        elif isinstance(item, NativeGift):
+            events += self._streak_events(self.streaks.receive_native(item))
         elif isinstance(item, ViewerCount):
             invariant(item.total >= 0, "a viewer count is not negative")
             self.viewers = item.total

@@ -37,8 +37,8 @@ CLOSED_STREAKS_MAX: Final = 100_000
 
 K = TypeVar("K")
 V = TypeVar("V")
-StreakKey = tuple[str, int, int]
-"""``(user, gift_id, group_id)``."""
+StreakKey = tuple[str, int, int | str]
+"""``(user, gift_id, group)``: an external source's ``group_id``, or a native ``streak_id``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,22 @@ class ExternalGift:
     repeat_count: int
     repeat_end: bool
     recv_ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class NativeGift:
+    """A gift sent through giftflow's own API, as its stream's log holds it."""
+
+    gift: int
+    """The gift's id in the ledger (one id a request)."""
+    sender: str
+    gift_id: int
+    count: int
+    coins: int
+    streak_id: str
+    """The client's streak (empty: the gift stands alone)."""
+    recv_ts_ms: int
+    """When the room received it (the gift's commit time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +115,7 @@ class StreakTracker:
         self._open: OrderedDict[StreakKey, _Streak] = OrderedDict()  # by last message
         self._closed: OrderedDict[StreakKey, int] = OrderedDict()  # final count
         self._seen: OrderedDict[int, None] = OrderedDict()
+        self._seen_native: OrderedDict[int, None] = OrderedDict()
 
     def receive(self, gift: ExternalGift) -> list[StreakEvent]:
         """The events one message causes (after closing the streaks it shows timed out)."""
@@ -136,6 +153,37 @@ class StreakTracker:
         self._open.move_to_end(key)
         if gift.repeat_end:
             events.append(self._close(key, "end_message"))
+        return events
+
+    def receive_native(self, gift: NativeGift) -> list[StreakEvent]:
+        """The events a native gift causes.
+
+        Gifts that share a ``streak_id`` (and sender and gift) form one streak, ended
+        ``streak_timeout_ms`` after its last gift; a gift without one stands alone. Each
+        request adds its own count (native counts are not cumulative), once: a gift id seen
+        before is ignored. A streak id used again after its streak ended starts a new streak.
+        """
+        invariant(gift.count >= 1 and gift.coins >= 0, "a native gift counts at least one")
+        events: list[StreakEvent] = list(self.advance(gift.recv_ts_ms))
+        if gift.gift in self._seen_native:
+            return events
+        self._remember(self._seen_native, gift.gift, None, SEEN_MESSAGES_MAX)
+        at_ms = self.now_ms
+        key: StreakKey = (gift.sender, gift.gift_id, gift.streak_id)
+        if not gift.streak_id:
+            events.append(StreakUpdate(key, gift.count, gift.count, gift.coins, at_ms))
+            events.append(StreakEnd(key, gift.count, gift.coins, at_ms, "single"))
+            return events
+        streak = self._open.get(key)
+        if streak is None:
+            if len(self._open) >= OPEN_STREAKS_MAX:
+                events.append(self._close(next(iter(self._open)), "evicted"))
+            streak = self._open[key] = _Streak(0, 0, 0, at_ms)
+        streak.count += gift.count
+        streak.coins += gift.coins
+        streak.last_ms = at_ms
+        self._open.move_to_end(key)
+        events.append(StreakUpdate(key, streak.count, gift.count, gift.coins, at_ms))
         return events
 
     def advance(self, now_ms: int) -> list[StreakEnd]:
