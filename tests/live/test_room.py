@@ -6,6 +6,7 @@ from typing import Any
 
 from tests.recordings import RECORDING
 
+from giftflow.live.challenges import Challenge
 from giftflow.live.goals import Goal
 from giftflow.live.replay import read_recording
 from giftflow.live.room import LEADERBOARD_SIZE, RoomEngine, RoomEvent, Social
@@ -133,3 +134,39 @@ def test_native_gifts_count_like_external_ones() -> None:
     assert [kind for kind, _ in events] == ["streak_update", "leaderboard", "milestone"]
     assert room.state()["coins"] == 5
     assert room.leaderboard == [("fan", 5)]
+
+
+def test_a_timed_challenge_succeeds_when_its_target_is_reached_in_time() -> None:
+    """A "10 coins within 5 s" challenge started at t=1 s: gifts of 4 coins at 2.5 s and 6
+    coins at 4 s reach it, so the result is a success at 4,000 ms, after ticks at 2, 3 and
+    4 s; nothing more is counted, and a second challenge can start.
+    """
+    room = RoomEngine()
+    started = room.start_challenge(Challenge("c1", "coins", 10, 5_000, "song"), 1_000)
+    assert [kind for kind, _ in started] == ["challenge_started"]
+    assert started[0][1]["ends_at_ms"] == 6_000
+    events = room.receive(single(1, "fan", 4, 2_500))
+    events += room.receive(single(2, "fan", 6, 4_000))
+    ticks = [data["at_ms"] for kind, data in events if kind == "challenge_tick"]
+    assert ticks == [2_000, 3_000, 4_000]
+    [result] = [data for kind, data in events if kind == "challenge_result"]
+    assert (result["succeeded"], result["at_ms"], result["progress"]) == (True, 4_000, 10)
+    assert room.challenges.results == [("c1", True, 4_000)]
+    assert room.state()["challenge"] == {"challenge_id": None}
+    assert room.start_challenge(Challenge("c2", "coins", 1, 1_000), 7_000)
+
+
+def test_a_timed_challenge_fails_at_its_end_and_late_gifts_do_not_count() -> None:
+    """A "3 Hearts within 2 s" challenge started at t=0: one Heart at 1 s, then the next
+    input at 2.5 s first ends the challenge, a failure at exactly 2,000 ms with progress 1,
+    and that Heart does not count; only one challenge runs at a time.
+    """
+    room = RoomEngine()
+    room.start_challenge(Challenge("c", "gifts", 3, 2_000, gift_id=HEART), 0)
+    assert room.start_challenge(Challenge("other", "coins", 1, 1_000), 10) == []
+    room.receive(single(1, "fan", 1, 1_000))
+    events = room.receive(single(2, "fan", 1, 2_500))
+    [result] = [data for kind, data in events if kind == "challenge_result"]
+    assert (result["succeeded"], result["at_ms"], result["progress"]) == (False, 2_000, 1)
+    kinds = [kind for kind, _ in events]
+    assert kinds.index("challenge_result") < kinds.index("streak_update")

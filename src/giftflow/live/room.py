@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from giftflow.invariants import invariant
+from giftflow.live.challenges import Challenge, Challenges
 from giftflow.live.goals import Goal, Goals
 from giftflow.live.streaks import (
     STREAK_TIMEOUT_MS,
@@ -75,6 +76,7 @@ class RoomEngine:
                  goals: Sequence[Goal] = ()) -> None:
         self.streaks = StreakTracker(streak_timeout_ms)
         self.goals = Goals(goals)
+        self.challenges = Challenges()
         self.viewers = 0
         self.peak_viewers = 0
         self.coins_total = 0
@@ -90,7 +92,7 @@ class RoomEngine:
 
     def receive(self, item: RoomInput) -> list[RoomEvent]:
         """The events one input causes, after the streak timeouts its time shows."""
-        events = self._streak_events(self.streaks.advance(item.recv_ts_ms))
+        events = self.advance(item.recv_ts_ms)
         if isinstance(item, ExternalGift):
             events += self._streak_events(self.streaks.receive(item))
         elif isinstance(item, NativeGift):
@@ -113,8 +115,13 @@ class RoomEngine:
         return events
 
     def advance(self, now_ms: int) -> list[RoomEvent]:
-        """Move the clock without an input: the streaks that time out by ``now_ms`` end."""
-        return self._streak_events(self.streaks.advance(now_ms))
+        """Move the clock: streaks that time out end; a running challenge ticks or fails."""
+        events = self._streak_events(self.streaks.advance(now_ms))
+        return events + self.challenges.advance(now_ms)
+
+    def start_challenge(self, challenge: Challenge, now_ms: int) -> list[RoomEvent]:
+        """Start a timed challenge at ``now_ms`` (nothing if one is running)."""
+        return self.advance(now_ms) + self.challenges.start(challenge, now_ms)
 
     @property
     def unique_viewers(self) -> int:
@@ -126,7 +133,8 @@ class RoomEngine:
         return {"viewers": self.viewers, "peak_viewers": self.peak_viewers,
                 "unique_viewers": self.unique_viewers, "coins": self.coins_total,
                 "gifts": self.gifts_total, "likes": self.likes_total,
-                "leaderboard": self._board(), "goal": self.goals.state()}
+                "leaderboard": self._board(), "goal": self.goals.state(),
+                "challenge": self.challenges.state()}
 
     def _board(self) -> list[dict[str, Any]]:
         return [{"rank": rank, "user": user, "coins": coins}
@@ -153,8 +161,9 @@ class RoomEngine:
                 continue
             if self._rank(event.key[0]):
                 events.append(("leaderboard", {"top": self._board(), "at_ms": event.at_ms}))
-            events += self.goals.count("coins", event.added_coins, event.at_ms)
-            events += self.goals.count("gifts", event.added, event.at_ms, gift_id=event.key[1])
+            for counter in (self.goals, self.challenges):
+                events += counter.count("coins", event.added_coins, event.at_ms)
+                events += counter.count("gifts", event.added, event.at_ms, gift_id=event.key[1])
         return events
 
     def _rank(self, user: str) -> bool:
