@@ -8,6 +8,7 @@ from tests.recordings import RECORDING
 
 from giftflow.live.challenges import Challenge
 from giftflow.live.goals import Goal
+from giftflow.live.polls import Poll, PollOption
 from giftflow.live.replay import read_recording
 from giftflow.live.room import LEADERBOARD_SIZE, RoomEngine, RoomEvent, Social
 from giftflow.live.streaks import ExternalGift, NativeGift
@@ -170,3 +171,40 @@ def test_a_timed_challenge_fails_at_its_end_and_late_gifts_do_not_count() -> Non
     assert (result["succeeded"], result["at_ms"], result["progress"]) == (False, 2_000, 1)
     kinds = [kind for kind, _ in events]
     assert kinds.index("challenge_result") < kinds.index("streak_update")
+
+
+def test_a_poll_counts_gift_votes_and_a_tie_goes_to_who_reached_it_first() -> None:
+    """A 10 s poll voted with Roses (A) and Hearts (B), one vote a gift: B gets 2 Hearts at
+    2 s, A a 2-Rose streak by 3 s; at the end (t=10 s, as the next input arrives) they tie at
+    2 and B, which reached 2 first, wins; the gift after the end votes for nothing.
+    """
+    room = RoomEngine()
+    poll = Poll("p", "Next song?", (PollOption("A", "rock", 5655), PollOption("B", "pop", HEART)),
+                10_000)
+    assert [kind for kind, _ in room.start_poll(poll, 0)] == ["poll_started"]
+    room.receive(single(1, "fan", 1, 1_000))
+    room.receive(single(2, "fan", 1, 2_000))
+    room.receive(ExternalGift(3, "fan", 5655, 1, 1, 4, 1, False, 2_500))
+    updates = room.receive(ExternalGift(4, "fan", 5655, 1, 1, 4, 2, True, 3_000))
+    assert [o["votes"] for o in room.state()["poll"]["options"]] == [2, 2]
+    assert [kind for kind, _ in updates].count("poll_update") == 1
+    ended = room.receive(single(5, "fan", 1, 10_000))
+    [result] = [data for kind, data in ended if kind == "poll_result"]
+    assert (result["winner"], result["at_ms"]) == ("B", 10_000)
+    assert [o["votes"] for o in result["options"]] == [2, 2]
+    assert room.polls.results == [("p", "B", 10_000)]
+
+
+def test_a_coins_poll_weighs_votes_by_coins_and_a_poll_without_votes_has_no_winner() -> None:
+    """In a coins poll a 5-coin gift for A outweighs three 1-coin gifts for B; a poll nobody
+    votes in ends without a winner.
+    """
+    room = RoomEngine()
+    options = (PollOption("A", "a", 5655), PollOption("B", "b", HEART))
+    room.start_poll(Poll("p", "?", options, 5_000, weight="coins"), 0)
+    room.receive(ExternalGift(1, "fan", 5655, 4, 5, 0, 1, False, 100))
+    for number in range(3):
+        room.receive(single(10 + number, "fan", 1, 200 + number))
+    assert room.advance(5_000)[-1][1]["winner"] == "A"
+    room.start_poll(Poll("q", "?", options, 1_000), 6_000)
+    assert room.advance(7_000)[-1][1]["winner"] is None

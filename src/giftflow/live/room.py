@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 from giftflow.invariants import invariant
 from giftflow.live.challenges import Challenge, Challenges
 from giftflow.live.goals import Goal, Goals
+from giftflow.live.polls import Poll, Polls
 from giftflow.live.streaks import (
     STREAK_TIMEOUT_MS,
     ExternalGift,
@@ -77,6 +78,7 @@ class RoomEngine:
         self.streaks = StreakTracker(streak_timeout_ms)
         self.goals = Goals(goals)
         self.challenges = Challenges()
+        self.polls = Polls()
         self.viewers = 0
         self.peak_viewers = 0
         self.coins_total = 0
@@ -117,7 +119,11 @@ class RoomEngine:
     def advance(self, now_ms: int) -> list[RoomEvent]:
         """Move the clock: streaks that time out end; a running challenge ticks or fails."""
         events = self._streak_events(self.streaks.advance(now_ms))
-        return events + self.challenges.advance(now_ms)
+        return events + self.challenges.advance(now_ms) + self.polls.advance(now_ms)
+
+    def start_poll(self, poll: Poll, now_ms: int) -> list[RoomEvent]:
+        """Open a poll at ``now_ms`` (nothing if one is running)."""
+        return self.advance(now_ms) + self.polls.start(poll, now_ms)
 
     def start_challenge(self, challenge: Challenge, now_ms: int) -> list[RoomEvent]:
         """Start a timed challenge at ``now_ms`` (nothing if one is running)."""
@@ -134,7 +140,7 @@ class RoomEngine:
                 "unique_viewers": self.unique_viewers, "coins": self.coins_total,
                 "gifts": self.gifts_total, "likes": self.likes_total,
                 "leaderboard": self._board(), "goal": self.goals.state(),
-                "challenge": self.challenges.state()}
+                "challenge": self.challenges.state(), "poll": self.polls.state()}
 
     def _board(self) -> list[dict[str, Any]]:
         return [{"rank": rank, "user": user, "coins": coins}
@@ -164,6 +170,7 @@ class RoomEngine:
             for counter in (self.goals, self.challenges):
                 events += counter.count("coins", event.added_coins, event.at_ms)
                 events += counter.count("gifts", event.added, event.at_ms, gift_id=event.key[1])
+            events += self.polls.vote(event.key[1], event.added, event.added_coins, event.at_ms)
         return events
 
     def _rank(self, user: str) -> bool:
