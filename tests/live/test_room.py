@@ -8,6 +8,7 @@ from tests.recordings import RECORDING
 
 from giftflow.live.challenges import Challenge
 from giftflow.live.goals import Goal
+from giftflow.live.ladder import Tier
 from giftflow.live.polls import Poll, PollOption
 from giftflow.live.replay import read_recording
 from giftflow.live.room import LEADERBOARD_SIZE, RoomEngine, RoomEvent, Social
@@ -208,3 +209,24 @@ def test_a_coins_poll_weighs_votes_by_coins_and_a_poll_without_votes_has_no_winn
     assert room.advance(5_000)[-1][1]["winner"] == "A"
     room.start_poll(Poll("q", "?", options, 1_000), 6_000)
     assert room.advance(7_000)[-1][1]["winner"] is None
+
+
+def test_the_ladder_rewards_each_tier_once_a_viewer_cumulative_or_in_one_gift() -> None:
+    """Tiers "10 coins from a viewer: shout-out" and "20 coins in one gift: video": gifts of
+    6 and 6 coins earn the shout-out at the second (12 ≥ 10), once, however much more comes;
+    a 25-coin Rose streak earns the video when it ends (not while it grows), and a second
+    25-coin streak earns nothing more.
+    """
+    room = RoomEngine(ladder=[Tier("t1", 10, "shout-out"),
+                              Tier("t2", 20, "video", kind="single")])
+    events = room.receive(single(1, "fan", 6, 1_000)) + room.receive(single(2, "fan", 6, 2_000))
+    events += room.receive(single(3, "fan", 6, 3_000))
+    rewards = [(d["user"], d["tier_id"], d["at_ms"]) for k, d in events if k == "ladder_reward"]
+    assert rewards == [("fan", "t1", 2_000)]
+    growing = room.receive(ExternalGift(4, "fan", 5655, 1, 1, 8, 25, False, 4_000))
+    assert "ladder_reward" not in [kind for kind, _ in growing]
+    ended = room.receive(ExternalGift(5, "fan", 5655, 1, 1, 8, 25, True, 5_000))
+    assert [(d["tier_id"], d["at_ms"]) for k, d in ended if k == "ladder_reward"] == [
+        ("t2", 5_000)]
+    room.receive(ExternalGift(6, "fan", 5655, 1, 1, 9, 25, True, 6_000))
+    assert room.ladder.earned == [("fan", "t1", 2_000), ("fan", "t2", 5_000)]

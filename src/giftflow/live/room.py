@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 from giftflow.invariants import invariant
 from giftflow.live.challenges import Challenge, Challenges
 from giftflow.live.goals import Goal, Goals
+from giftflow.live.ladder import Ladder, Tier
 from giftflow.live.polls import Poll, Polls
 from giftflow.live.streaks import (
     STREAK_TIMEOUT_MS,
@@ -74,8 +75,9 @@ class RoomEngine:
     """One stream's room."""
 
     def __init__(self, streak_timeout_ms: int = STREAK_TIMEOUT_MS,
-                 goals: Sequence[Goal] = ()) -> None:
+                 goals: Sequence[Goal] = (), ladder: Sequence[Tier] = ()) -> None:
         self.streaks = StreakTracker(streak_timeout_ms)
+        self.ladder = Ladder(tuple(ladder))
         self.goals = Goals(goals)
         self.challenges = Challenges()
         self.polls = Polls()
@@ -164,7 +166,10 @@ class RoomEngine:
         for event in streak_events:
             events.append(self._streak_event(event))
             if not isinstance(event, StreakUpdate):
+                events += self.ladder.streak_ended(event.key[0], event.coins, event.at_ms)
                 continue
+            events += self.ladder.gifted(event.key[0], self.coins_by_gifter[event.key[0]],
+                                         event.at_ms)
             if self._rank(event.key[0]):
                 events.append(("leaderboard", {"top": self._board(), "at_ms": event.at_ms}))
             for counter in (self.goals, self.challenges):
