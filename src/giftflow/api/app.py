@@ -16,6 +16,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from litestar import Litestar, Request, Response, WebSocket, get, post, websocket
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -45,6 +46,7 @@ from giftflow.economy.config import CHANNELS, Channel
 from giftflow.economy.service import GiftRequest, stable_id
 from giftflow.invariants import INT64_MAX
 from giftflow.ledger import Failure, Result
+from giftflow.live.streams import Stream
 
 logger = logging.getLogger(__name__)
 
@@ -385,23 +387,15 @@ async def stream_events(socket: WebSocket[Any, Any, Any], stream_id: FromPath[st
     with 4401 (unauthenticated) or 4403 (forbidden).
     """
     services: Services = socket.app.state.services
-    header = socket.headers.get("authorization", "")
-    token = header.partition(" ")[2].strip() or socket.query_params.get("token", "")
-    principal = await asyncio.to_thread(services.access.authenticate, token)
-    if principal is None:
-        await socket.close(code=4401, reason="unauthenticated")
+    refusal, _, after_seq = await _watch(services, socket, stream_id,
+                                         socket.query_params.get("after_seq"))
+    if refusal is not None:
+        code, reason = {"unauthorized": (4401, "unauthenticated"),
+                        "forbidden": (4403, "forbidden"),
+                        codes.VALIDATION_ERROR: (4400, "after_seq is a whole number")}[refusal]
+        await socket.close(code=code, reason=reason)
         return
-    stream = await asyncio.to_thread(services.streams.get, stream_id)
-    if stream is not None and not await asyncio.to_thread(_may_watch, services, principal,
-                                                          stream.creator_id):
-        await socket.close(code=4403, reason="forbidden")
-        return
-    raw = socket.query_params.get("after_seq")
-    if raw is not None and not (raw.isdigit() and len(raw) <= AFTER_SEQ_DIGITS_MAX):
-        await socket.close(code=4400, reason="after_seq is a whole number")
-        return
-    await serve_events(socket, services.hub, stream_id, None if raw is None else int(raw),
-                       writer_of(socket.scope))
+    await serve_events(socket, services.hub, stream_id, after_seq, writer_of(socket.scope))
 
 
 @get("/v1/streams/{stream_id:str}/events", media_type="text/event-stream")
@@ -417,24 +411,45 @@ async def stream_events_sse(request: Request[Any, Any, Any],
     proxies from closing a quiet stream.
     """
     services: Services = request.app.state.services
-    header = request.headers.get("authorization", "")
-    token = header.partition(" ")[2].strip() or request.query_params.get("token", "")
-    principal = await asyncio.to_thread(services.access.authenticate, token)
-    if principal is None:
-        raise refuse("unauthorized", "send an API key ('Authorization: Bearer' or ?token=)")
-    stream = await asyncio.to_thread(services.streams.get, stream_id)
+    refusal, stream, after_seq = await _watch(
+        services, request, stream_id,
+        request.headers.get("last-event-id") or request.query_params.get("after_seq"))
+    if refusal == "unauthorized":
+        raise refuse(refusal, "send an API key ('Authorization: Bearer' or ?token=)")
+    if refusal == "forbidden":
+        raise refuse(refusal, "this key may not watch this creator's streams")
     if stream is None:
         raise refuse(codes.NOT_FOUND, f"no stream {stream_id}")
-    if not await asyncio.to_thread(_may_watch, services, principal, stream.creator_id):
-        raise refuse("forbidden", "this key may not watch this creator's streams")
-    raw = request.headers.get("last-event-id") or request.query_params.get("after_seq")
-    if raw is not None and not (raw.isdigit() and len(raw) <= AFTER_SEQ_DIGITS_MAX):
-        raise refuse(codes.VALIDATION_ERROR, "after_seq (or Last-Event-ID) is a whole number")
+    if refusal is not None:
+        raise refuse(refusal, "after_seq (or Last-Event-ID) is a whole number")
     joined = services.hub.subscribe(stream_id, stream.last_seq)
     if joined is None:
         raise refuse(codes.OVERLOADED, "too many subscribers of this stream; try later")
-    return ServerSentEvent(sse_messages(services.hub, stream, None if raw is None else int(raw),
-                                        joined))
+    return ServerSentEvent(sse_messages(services.hub, stream, after_seq, joined))
+
+
+async def _watch(services: Services, connection: ASGIConnection[Any, Any, Any, Any],
+                 stream_id: str, raw_after_seq: str | None,
+                 ) -> tuple[str | None, Stream | None, int | None]:
+    """Who may watch a stream's events (both transports): refusal code, stream, ``after_seq``.
+
+    The refusal is ``None`` when allowed, the stream ``None`` when unknown (left to the
+    caller, after the key is checked). The key comes in the ``Authorization`` header or
+    ``?token=``.
+    """
+    header = connection.headers.get("authorization", "")
+    token = header.partition(" ")[2].strip() or connection.query_params.get("token", "")
+    principal = await asyncio.to_thread(services.access.authenticate, token)
+    if principal is None:
+        return "unauthorized", None, None
+    stream = await asyncio.to_thread(services.streams.get, stream_id)
+    if stream is not None and not await asyncio.to_thread(_may_watch, services, principal,
+                                                          stream.creator_id):
+        return "forbidden", stream, None
+    if raw_after_seq is not None and not (raw_after_seq.isdigit()
+                                          and len(raw_after_seq) <= AFTER_SEQ_DIGITS_MAX):
+        return codes.VALIDATION_ERROR, stream, None
+    return None, stream, None if raw_after_seq is None else int(raw_after_seq)
 
 
 def _may_watch(services: Services, principal: Principal, creator_id: str) -> bool:

@@ -69,9 +69,8 @@ CATCH_UP_FRAMES_MAX: Final = 10_000
 
 
 Frame = tuple[int, int, str]
-"""A frame's first and last ``seq`` and its JSON text, encoded once for every subscriber."""
-StoredFrame = tuple[int, int, str]
-"""A frame as the log stores it: first and last ``seq``, JSON text."""
+"""A frame's first and last ``seq`` and its JSON text (as the log stores it, and as it is
+encoded once for every subscriber)."""
 
 
 @dataclass(eq=False)
@@ -139,7 +138,7 @@ class StreamFeed:
         self.subscribers: set[Subscriber] = set()
         self.direct: set[Subscriber] = set()
         """The subscribers the walker writes to (a subset of ``subscribers``)."""
-        self.published: collections.deque[StoredFrame] = collections.deque(
+        self.published: collections.deque[Frame] = collections.deque(
             maxlen=PUBLISHED_FRAMES_MAX)
         """Frames this process committed, appended by the committing thread."""
         self.ticks: collections.deque[TickFrame] = collections.deque(maxlen=TICK_FRAMES_KEPT)
@@ -185,7 +184,7 @@ class StreamFeed:
             self._due.set()
             self._on_idle(self.stream_id)
 
-    def _take_published(self) -> list[StoredFrame] | None:
+    def _take_published(self) -> list[Frame] | None:
         """The published frames that follow ``last_seq`` without a gap; ``None`` on a gap.
 
         A gap (a frame committed by another process, or published before this feed began, or
@@ -203,7 +202,7 @@ class StreamFeed:
             expected = frame[1] + 1
         return frames
 
-    def _tick(self, stored: list[StoredFrame]) -> None:
+    def _tick(self, stored: list[Frame]) -> None:
         """Make the tick's frame; queue it for the queued subscribers; wake the walker."""
         text = stored[0][2] if len(stored) == 1 else "[" + ",".join(
             events[1:-1] for _, _, events in stored) + "]"

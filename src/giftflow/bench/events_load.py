@@ -66,7 +66,6 @@ class Stats:
     closed: int = 0
     ok: int = 0
     other: int = 0
-    sent: int = 0
 
 
 def _masked(opcode: int, payload: bytes) -> bytes:
@@ -191,7 +190,6 @@ class Gifter(asyncio.Protocol):
             ROSE, self.sent_ns)
         cast("asyncio.Transport", self.transport).write(
             self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        self.stats.sent += 1
 
     def data_received(self, data: bytes) -> None:
         """Count the answers; send the next gift, or go back to the idle list."""
